@@ -1,0 +1,348 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * weft: many small tasks on a few worker threads.
+ *
+ * Conventions (liburing's):
+ *  - A function that can fail returns 0 (or a non-negative count) on success and a
+ *    negative errno on failure. When a function that takes a callback fails, the
+ *    callback is never called.
+ *  - Every user callback returns int: 0 is success; anything else is an error that
+ *    is handed to whoever waits (weft_run, weft_join, the scope, the loop).
+ *  - Wherever a function takes a pool, NULL means the pool of the calling worker,
+ *    or the default pool when called from outside any worker.
+ *  - Thread context is stated per function: "any thread", "inside a task" (on a
+ *    worker of a pool), or "outside any task".
+ *
+ * Environment (read once when a pool is created; garbage is ignored with a warning):
+ *   WEFT_NUM_THREADS=N   worker count when weft_pool_options.threads is 0
+ *   WEFT_PIN=1           pin one worker per core (as WEFT_POOL_PIN)
+ *   WEFT_IO=blocking     force the blocking I/O backend (as WEFT_POOL_NO_URING)
+ */
+#ifndef WEFT_H
+#define WEFT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <fcntl.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#error "weft supports Linux only"
+#endif
+
+#define WEFT_API __attribute__((visibility("default")))
+
+#define WEFT_VERSION_MAJOR 0
+#define WEFT_VERSION_MINOR 1
+
+/* ------------------------------------------------------------------------------
+ * Pools
+ * ---------------------------------------------------------------------------- */
+
+typedef struct weft_pool weft_pool; /* opaque */
+
+/* Pin worker i to the i-th core this process may use. */
+#define WEFT_POOL_PIN       (1u << 0)
+/* Never use io_uring: I/O runs on the blocking backend. */
+#define WEFT_POOL_NO_URING  (1u << 1)
+
+/* Largest worker count weft_pool_create accepts. */
+#define WEFT_MAX_THREADS 1024u
+
+typedef struct weft_pool_options {
+    unsigned threads;      /* 0: $WEFT_NUM_THREADS, else the cores this process may use */
+    unsigned flags;        /* WEFT_POOL_PIN, WEFT_POOL_NO_URING */
+    size_t   stack_size;   /* stacks for suspended tasks; 0: default */
+    unsigned ring_entries; /* io_uring entries per worker; 0: default */
+} weft_pool_options;
+
+/* Create a pool of worker threads. opts may be NULL (all defaults).
+ * The default worker count is the number of cores this process may use: its CPU
+ * affinity mask, further limited by a cgroup CPU quota (cpu.max) rounded up.
+ * Thread context: any thread (also inside a task: pools nest).
+ * Returns 0 and sets *pool, or:
+ *   -EINVAL  pool is NULL, threads > WEFT_MAX_THREADS, or unknown flags;
+ *   -ENOMEM  out of memory;
+ *   -EAGAIN  a worker thread could not be started (the pool is not created). */
+WEFT_API int weft_pool_create(weft_pool **pool, const weft_pool_options *opts);
+
+/* Wait for all work submitted to the pool, stop its workers and free it.
+ * NULL is a no-op. Thread context: outside any task of this pool (called from one of
+ * its own tasks it would wait for itself: it then prints a warning and returns
+ * without destroying). In a forked child, an inherited pool is only freed. */
+WEFT_API void weft_pool_destroy(weft_pool *pool);
+
+/* Number of workers; 0 for NULL. Thread context: any thread. */
+WEFT_API unsigned weft_pool_threads(const weft_pool *pool);
+
+/* The process-wide pool: created with default options on first use, destroyed at
+ * exit. Returns NULL only if it cannot be created (out of memory or threads).
+ * In a forked child a fresh default pool is created on first use.
+ * Thread context: any thread. */
+WEFT_API weft_pool *weft_default_pool(void);
+
+typedef int (*weft_fn)(void *arg);
+
+/* Run fn(arg) on the pool and wait for it; returns fn's result.
+ * From a worker of that pool it simply calls fn. From any other thread, fn is queued
+ * on the pool's injector and the caller sleeps until it has run.
+ * Thread context: any thread.
+ * Errors: -EINVAL fn is NULL; -ECHILD pool was inherited across fork();
+ *         -ENOMEM pool is NULL and the default pool cannot be created. */
+WEFT_API int weft_run(weft_pool *pool, weft_fn fn, void *arg);
+
+/* ------------------------------------------------------------------------------
+ * Scoped spawn
+ * ---------------------------------------------------------------------------- */
+
+typedef struct weft_scope weft_scope;
+
+/* Run body(s, arg) on the calling thread and return after it and every task spawned
+ * into s (also from inside those tasks) have finished. Spawns from a worker go on its
+ * own deque; from any other thread through the pool's injector. While it waits, a
+ * worker runs other work; an outside thread sleeps.
+ * The first nonzero result (body's, a task's, or weft_scope_cancel's) is returned and
+ * cancels the scope: tasks not yet started are not run.
+ * Thread context: any thread. From a worker of another pool, the scope's tasks run
+ * on that other pool and the calling worker waits (sleeps) for them.
+ * Errors: -EINVAL body is NULL; -ECHILD pool inherited across fork();
+ *         -ENOMEM no default pool; or the first error as above. */
+WEFT_API int weft_scope_run(weft_pool *pool, int (*body)(weft_scope *s, void *arg), void *arg);
+
+/* Spawn fn(arg) into scope s. arg must stay valid until weft_scope_run returns.
+ * Thread context: inside the scope's body or inside one of its tasks (any thread
+ * that holds s while the scope is running).
+ * Errors: -EINVAL s or fn is NULL; -ECANCELED s is cancelled (fn will not run). */
+WEFT_API int weft_spawn(weft_scope *s, weft_fn fn, void *arg);
+
+/* As weft_spawn, but copies size bytes from args into the task's frame; fn receives
+ * a pointer to the copy (16-byte aligned), which lives until fn returns.
+ * Errors: -EINVAL s or fn is NULL, size > 64, or args is NULL with size > 0;
+ *         -ECANCELED s is cancelled. */
+WEFT_API int weft_spawn_copy(weft_scope *s, weft_fn fn, const void *args, size_t size);
+
+/* Allow at most max_in_flight tasks of s to run at once (0: no limit, the default).
+ * Tasks over the limit wait in the scope, not on a worker. Call it before spawning. */
+WEFT_API void weft_scope_limit(weft_scope *s, unsigned max_in_flight);
+
+/* Cancel s: tasks not yet started will not run. The scope returns err, unless an
+ * earlier error was recorded; err == 0 records -ECANCELED. */
+WEFT_API void weft_scope_cancel(weft_scope *s, int err);
+
+/* Whether s has been cancelled (by weft_scope_cancel or a failed task). */
+WEFT_API bool weft_scope_cancelled(const weft_scope *s);
+
+/* ------------------------------------------------------------------------------
+ * Data-parallel loops (grain 0 = adaptive)
+ * ---------------------------------------------------------------------------- */
+
+/* Call fn(ctx, lo, hi) over disjoint ranges covering [0, n). Ranges are split only
+ * when another worker is hungry, so one worker runs close to a plain loop.
+ * grain > 0: no range is longer than grain.
+ * Returns 0, the first nonzero fn result (ranges not yet started are skipped), or
+ * -EINVAL fn is NULL; -ECHILD; -ENOMEM. n == 0 returns 0 without calling fn.
+ * Thread context: any thread. */
+WEFT_API int weft_par_for(weft_pool *pool, size_t n, size_t grain,
+                          int (*fn)(void *ctx, size_t lo, size_t hi), void *ctx);
+
+/* Call fn(ctx, i, slot) once for each i in [0, n), where slot is
+ * (char *)out + i * elem_size. No lock and no atomic per item.
+ * Errors: -EINVAL fn NULL, elem_size 0, or out NULL with n > 0;
+ *         -EOVERFLOW n * elem_size overflows; -ECHILD; -ENOMEM; or the first
+ *         nonzero fn result (items not yet started are not run). */
+WEFT_API int weft_par_collect(weft_pool *pool, size_t n, void *out, size_t elem_size,
+                              int (*fn)(void *ctx, size_t i, void *slot), void *ctx);
+
+#define WEFT_ORDERED 1u
+
+/* As weft_par_collect; sink(sctx, first, count, slots) receives finished runs of
+ * slots while the loop runs: with WEFT_ORDERED each call hands over the next
+ * contiguous run in index order, else runs arrive as they finish. Sink calls never
+ * overlap; every index is handed over exactly once when the loop succeeds. A nonzero
+ * sink result cancels the loop like an item error and is returned.
+ * Errors: as weft_par_collect, plus -EINVAL sink NULL or unknown flags. */
+WEFT_API int weft_par_stream(weft_pool *pool, size_t n, void *out, size_t elem_size,
+                             int (*fn)(void *ctx, size_t i, void *slot), void *ctx,
+                             int (*sink)(void *sctx, size_t first, size_t count,
+                                         const void *slots),
+                             void *sctx, unsigned flags);
+
+/* ------------------------------------------------------------------------------
+ * I/O. Results as the syscalls, errors as -errno (the syscall's own: a bad fd gives
+ * -EBADF, a NULL buffer -EFAULT, a missing path -ENOENT).
+ * Inside a task the calling task waits and its worker runs other work; outside a
+ * task these are plain blocking calls.
+ * ---------------------------------------------------------------------------- */
+
+struct statx;
+
+WEFT_API int     weft_open(const char *path, int flags, mode_t mode);
+WEFT_API int     weft_close(int fd);
+/* off == -1: use and advance the file position. */
+WEFT_API ssize_t weft_read(int fd, void *buf, size_t len, off_t off);
+WEFT_API ssize_t weft_write(int fd, const void *buf, size_t len, off_t off);
+WEFT_API int     weft_statx(int dirfd, const char *path, int flags, unsigned mask,
+                            struct statx *st);
+WEFT_API int     weft_fsync(int fd);
+WEFT_API int     weft_accept(int fd, struct sockaddr *addr, socklen_t *len, int flags);
+WEFT_API int     weft_connect(int fd, const struct sockaddr *addr, socklen_t len);
+WEFT_API ssize_t weft_recv(int fd, void *buf, size_t len, int flags);
+WEFT_API ssize_t weft_send(int fd, const void *buf, size_t len, int flags);
+/* Read a whole file into a malloc'd buffer (free() it; one spare NUL byte follows
+ * the data). Errors: -EINVAL path, data or size NULL; -ENOMEM; the syscalls' -errno. */
+WEFT_API int     weft_read_file(const char *path, void **data, size_t *size);
+/* Errors: none (0); a cancelled scope's task gets -ECANCELED. */
+WEFT_API int     weft_sleep(uint64_t ns);
+WEFT_API int     weft_yield(void);
+
+/* ------------------------------------------------------------------------------
+ * Observability
+ * ---------------------------------------------------------------------------- */
+
+typedef struct weft_stats {
+    uint64_t spawns;      /* weft_spawn/weft_spawn_copy calls that queued a task */
+    uint64_t steals;      /* jobs taken from another worker's deque */
+    uint64_t steal_fails; /* steal attempts on a non-empty-looking deque that lost a race */
+    uint64_t parks;       /* times a worker went to sleep */
+    uint64_t wakeups;     /* times a sleeping worker was woken */
+    uint64_t io_ops;      /* I/O calls made from inside tasks */
+} weft_stats;
+
+/* Sum of the pool's counters; all zero for NULL. Thread context: any thread
+ * (the figures are a racy snapshot while the pool runs). */
+WEFT_API void weft_pool_stats(const weft_pool *pool, weft_stats *out);
+
+/* ------------------------------------------------------------------------------
+ * Fork-join
+ * ---------------------------------------------------------------------------- */
+
+/* Run a(arg_a) and b(arg_b), possibly in parallel; return a's error, else b's.
+ * Inside a task: b is pushed on the worker's deque, a runs at once, then b runs
+ * inline unless another worker took it meanwhile. The job lives on the caller's
+ * stack: no allocation, no lock, no syscall.
+ * Outside any task: runs on the default pool (sequentially if it cannot be created).
+ * Errors: -EINVAL a or b is NULL (neither is called); otherwise a's or b's result. */
+#if defined(__cplusplus) || defined(WEFT_NO_INLINE) || defined(__STDC_NO_ATOMICS__) || \
+    !defined(__STDC_VERSION__) || __STDC_VERSION__ < 201112L
+WEFT_API int weft_join(weft_fn a, void *arg_a, weft_fn b, void *arg_b);
+#else
+
+/*
+ * Below: the inline fast path of weft_join. Everything named weft__ is private to
+ * the library: layouts may change with any release (the soname says when).
+ * It lives here, the way liburing inlines its SQE helpers, so that the compiler can
+ * call a and b directly and keep the push/pop in registers: fork-join then costs a
+ * few stores and loads more than a plain call. See lib/deque.c for the protocol.
+ */
+#include <stdatomic.h>
+
+struct weft__worker;
+
+/* A completion latch: 0 pending, 1 set, 2 pending with a registered waiter. */
+struct weft__latch {
+    _Atomic(uint32_t) state;
+    struct weft__worker *waiter; /* worker to wake, or NULL for a thread on a futex */
+};
+
+/* A unit of work as the deque holds it. Join jobs live on the joiner's stack. */
+struct weft__job {
+    weft_fn fn;
+    void *arg;
+    struct weft_scope *scope;   /* NULL: join/run job with a latch; else a spawned frame */
+    struct weft__latch latch;
+    int result;
+    struct weft__job *next;     /* injector and free lists */
+};
+
+/* The owner's cache line of a Chase-Lev deque, and the thieves' line. */
+struct weft__deque {
+    _Atomic(int64_t) bottom;             /* owner writes; thieves read */
+    int64_t limit;                       /* owner-private: pushes below it need no check */
+    _Atomic(struct weft__job *) *slots;  /* owner-private copy of buf->slots */
+    int64_t mask;                        /* owner-private copy of buf->mask */
+    const _Atomic(uint32_t) *sleep_state;/* the pool's parking word (see park.c) */
+    char pad_[64 - 5 * 8];
+    _Alignas(64) _Atomic(int64_t) top;   /* thieves CAS; owner CASes for the last item */
+    char pad2_[64 - 8];
+    _Atomic(void *) buf;                 /* current array (struct in deque.h) */
+};
+
+extern WEFT_API __thread struct weft__worker *weft__self
+    __attribute__((tls_model("initial-exec")));
+extern WEFT_API int weft__fence_full;  /* 1 when membarrier is unavailable */
+
+WEFT_API int  weft__join_outside(weft_fn a, void *arg_a, weft_fn b, void *arg_b);
+WEFT_API int  weft__join_finish(struct weft__worker *w, struct weft__job *job,
+                                int64_t b, int64_t t, int ra);
+WEFT_API void weft__deque_reserve(struct weft__worker *w);
+WEFT_API void weft__wake_for_push(struct weft__worker *w);
+
+/* The deque is the first member of struct weft__worker. */
+#define WEFT__DQ(w) ((struct weft__deque *)(void *)(w))
+/* Parking word: low 16 bits searching workers, high 16 bits sleepers. */
+#define WEFT__NEED_WAKE(s) ((s) > 0xffffu && ((s) & 0xffffu) == 0)
+
+static inline int weft_join(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
+{
+    struct weft__worker *w = weft__self;
+    if (__builtin_expect(w == NULL || a == NULL || b == NULL, 0))
+        return weft__join_outside(a, arg_a, b, arg_b);
+    struct weft__deque *dq = WEFT__DQ(w);
+
+    int64_t i = atomic_load_explicit(&dq->bottom, memory_order_relaxed); /* owner's own */
+    if (__builtin_expect(i >= dq->limit, 0))
+        weft__deque_reserve(w);
+    struct weft__job job;
+    job.fn = b;
+    job.arg = arg_b;
+    job.scope = NULL;
+    atomic_store_explicit(&job.latch.state, 0, memory_order_relaxed);
+    atomic_store_explicit(&dq->slots[i & dq->mask], &job, memory_order_relaxed);
+    /* Publish slot i and the job's fields; pairs with the acquire load of bottom in
+     * weft__deque_steal(). */
+    atomic_store_explicit(&dq->bottom, i + 1, memory_order_release);
+    /* StoreLoad between the bottom store and the parking-word load. Asymmetric:
+     * a worker about to sleep runs membarrier() before its last look (park.c). */
+    if (__builtin_expect(weft__fence_full, 0))
+        atomic_thread_fence(memory_order_seq_cst);
+    else
+        atomic_signal_fence(memory_order_seq_cst);
+    uint32_t s = atomic_load_explicit(dq->sleep_state, memory_order_relaxed);
+    if (__builtin_expect(WEFT__NEED_WAKE(s), 0))
+        weft__wake_for_push(w);
+
+    int ra = a(arg_a);
+
+    /* Chase-Lev pop of slot i. If a pushed more than it popped (a spawn into an outer
+     * scope), bottom is above i + 1 and the slow path runs those jobs first. No task
+     * suspends yet, so the deque is still w's (the reactor issue must keep this true). */
+    int64_t t = -1;
+    if (__builtin_expect(atomic_load_explicit(&dq->bottom, memory_order_relaxed) == i + 1, 1)) {
+        atomic_store_explicit(&dq->bottom, i, memory_order_relaxed);
+        /* StoreLoad between the bottom store and the top load: pairs with the
+         * membarrier() a thief runs between its top and bottom loads (deque.c). */
+        if (__builtin_expect(weft__fence_full, 0))
+            atomic_thread_fence(memory_order_seq_cst);
+        else
+            atomic_signal_fence(memory_order_seq_cst);
+        t = atomic_load_explicit(&dq->top, memory_order_relaxed);
+        if (__builtin_expect(t < i, 1)) {
+            int rb = b(arg_b);
+            return ra ? ra : rb;
+        }
+    }
+    return weft__join_finish(w, &job, i, t, ra);
+}
+#endif /* inline weft_join */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* WEFT_H */

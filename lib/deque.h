@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: MIT */
+/* Chase-Lev work-stealing deque: internal interface (see deque.c). */
+#ifndef WEFT_DEQUE_H
+#define WEFT_DEQUE_H
+
+#include "weft.h"
+
+/* A circular array; replaced (never shrunk) when full. Old arrays stay alive until
+ * the deque is freed, because a thief may still read a slot of one. */
+struct weft__dqbuf {
+    int64_t mask;                    /* capacity - 1; capacity is a power of two */
+    struct weft__dqbuf *prev;        /* older arrays, freed with the deque */
+    _Atomic(struct weft__job *) slot[];
+};
+
+/* Result of a steal attempt that found nothing to take. */
+#define WEFT__STEAL_EMPTY ((struct weft__job *)0)
+#define WEFT__STEAL_ABORT ((struct weft__job *)1) /* lost a race; worth retrying */
+
+int  weft__deque_init(struct weft__deque *dq, const _Atomic(uint32_t) *sleep_state);
+void weft__deque_free(struct weft__deque *dq);
+/* Owner only. */
+int  weft__deque_push(struct weft__deque *dq, struct weft__job *job);
+struct weft__job *weft__deque_pop(struct weft__deque *dq);
+/* Any thread. */
+struct weft__job *weft__deque_steal(struct weft__deque *dq);
+bool weft__deque_looks_nonempty(const struct weft__deque *dq);
+int  weft__deque_grow(struct weft__deque *dq);
+
+/* The StoreLoad barrier of the rare side of every asymmetric pair (thieves, parkers):
+ * membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) when available, else a plain fence
+ * (and then weft__fence_full makes the owner side fence too). */
+void weft__heavy_barrier(void);
+void weft__barrier_init(void);
+
+#endif

@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Fork-join and latches.
+ *
+ * weft_join's fast path is inline in weft.h: push b's job (on the caller's stack),
+ * run a, pop b and call it. This file holds everything else: the slow end of a join
+ * (b was taken by a thief, or a left extra jobs above b), joins from outside any
+ * worker, and the latch that a stolen job's owner waits on.
+ *
+ * Latch protocol (state word): 0 pending, 1 set, 2 pending and a waiter registered.
+ * The waiter stores its identity in l->waiter and CASes 0 -> 2. The setter, if it
+ * sees 2, reads l->waiter *before* storing 1, because once the state reads 1 the
+ * waiter may return and the latch (on its stack) is gone. After the store it wakes
+ * the waiter: a worker through weft__unpark (the worker outlives the latch), a plain
+ * thread through a futex wake on the state word's address (a wake on a stale address
+ * is harmless: futex waiters re-check their word).
+ */
+#define _GNU_SOURCE
+#include "pool.h"
+
+#include <errno.h>
+
+void weft__latch_set(struct weft__latch *l)
+{
+    /* Acquire: pairs with the release CAS in weft__latch_wait (we read waiter). */
+    uint32_t s = atomic_load_explicit(&l->state, memory_order_acquire);
+    for (;;) {
+        if (s == 0) {
+            /* Release: publishes the job's result; pairs with the acquire loads of
+             * the state in weft__latch_wait / weft__help_until. */
+            if (atomic_compare_exchange_weak_explicit(&l->state, &s, 1,
+                                                      memory_order_release,
+                                                      memory_order_acquire))
+                return;
+            continue;
+        }
+        WEFT_ASSERT(s == 2);
+        struct weft__worker *waiter = l->waiter;
+        /* Release: as above. After this store l may be freed. */
+        atomic_store_explicit(&l->state, 1, memory_order_release);
+        if (waiter)
+            weft__unpark(waiter);
+        else
+            weft__futex_wake(&l->state, 1);
+        return;
+    }
+}
+
+void weft__latch_wait(struct weft__worker *w, struct weft__latch *l)
+{
+    /* Acquire: pairs with the release in weft__latch_set. */
+    if (atomic_load_explicit(&l->state, memory_order_acquire) == 1)
+        return;
+    l->waiter = w;
+    uint32_t zero = 0;
+    /* Release: publishes l->waiter; pairs with the acquire load in latch_set.
+     * Failure means the latch was set (acquire: see its result). */
+    if (!atomic_compare_exchange_strong_explicit(&l->state, &zero, 2,
+                                                 memory_order_release,
+                                                 memory_order_acquire))
+        return;
+    if (w) {
+        weft__help_until(w, &l->state);
+        return;
+    }
+    /* Acquire: pairs with the release store in latch_set. */
+    while (atomic_load_explicit(&l->state, memory_order_acquire) != 1)
+        weft__futex_wait(&l->state, 2);
+}
+
+WEFT_API int weft__join_finish(struct weft__worker *w, struct weft__job *job,
+                               int64_t i, int64_t t, int ra)
+{
+    struct weft__deque *dq = &w->dq;
+    if (t >= 0) {
+        /* weft_join stored bottom = i and read top t >= i. */
+        bool mine = false;
+        if (t == i) {
+            /* Last item: race the thieves. seq_cst pairs with their CAS. */
+            mine = atomic_compare_exchange_strong_explicit(&dq->top, &t, t + 1,
+                                                           memory_order_seq_cst,
+                                                           memory_order_relaxed);
+        }
+        atomic_store_explicit(&dq->bottom, i + 1, memory_order_relaxed);
+        if (mine) {
+            int rb = job->fn(job->arg);
+            return ra ? ra : rb;
+        }
+    } else {
+        /* a left jobs above ours (spawns into an outer scope): run them first,
+         * newest first, until we reach our own job or find it stolen. */
+        for (;;) {
+            struct weft__job *top = weft__deque_pop(dq);
+            if (top == job) {
+                int rb = job->fn(job->arg);
+                return ra ? ra : rb;
+            }
+            if (!top)
+                break;
+            weft__run_job(w, top);
+        }
+    }
+    /* Stolen: help until the thief is done with it. */
+    weft__latch_wait(w, &job->latch);
+    return ra ? ra : job->result;
+}
+
+struct join_args {
+    weft_fn a, b;
+    void *arg_a, *arg_b;
+};
+
+static int join_tramp(void *p)
+{
+    struct join_args *j = p;
+    return weft_join(j->a, j->arg_a, j->b, j->arg_b);
+}
+
+WEFT_API int weft__join_outside(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
+{
+    if (!a || !b)
+        return -EINVAL;
+    weft_pool *pool = weft_default_pool();
+    if (!pool || weft__pool_check(pool) != 0) {
+        int ra = a(arg_a), rb = b(arg_b);
+        return ra ? ra : rb;
+    }
+    struct join_args j = {a, b, arg_a, arg_b};
+    return weft_run(pool, join_tramp, &j);
+}

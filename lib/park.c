@@ -1,0 +1,182 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Parking: idle workers sleep, and no wake-up is lost.
+ *
+ * The model is Go's and Tokio's: the pool counts workers that are *searching* (out
+ * of local work, looking at other deques and the injector) and workers that are
+ * *asleep*, both in one 32-bit word (low 16 bits searching, high 16 sleeping). A
+ * push wakes a sleeper only when nobody is searching, since a searcher will find the
+ * new job; a searcher that finds work and was the last searcher wakes one sleeper so
+ * that someone keeps looking. A worker that gives up searching announces itself as
+ * a sleeper (under idle_mu, one RMW on the word), then runs the heavy barrier and
+ * looks at every deque and the injector once more before it sleeps on its own
+ * futex word.
+ *
+ * Why nothing is lost: a push stores bottom and then loads the word (with only a
+ * compiler barrier between: weft.h, deque.c). The parker RMWs the word and then runs
+ * membarrier() before its last look. Either the pusher's store precedes the barrier
+ * membarrier() forces on it, and the last look sees the job; or the pusher's load
+ * follows that barrier, and then it sees the parker counted as a sleeper with nobody
+ * searching (the parker stopped searching in the same RMW) and wakes one. A wake for
+ * a specific worker (a latch it waits on, shutdown) is a store of 1 to its futex word
+ * after removing it from the idle stack under idle_mu; the parker clears the word
+ * under the same lock when it announces itself, and re-checks its condition after.
+ *
+ * A worker leaves the idle stack searching: whoever wakes it moves it from sleeping
+ * to searching in the word, so that a burst of pushes wakes one worker, not all.
+ *
+ * Rejected: a condition variable per pool (every wake takes the lock; a broadcast
+ * wakes all); spinning instead of sleeping (an idle pool must use no CPU).
+ * The reactor issue replaces the futex sleep by a wait inside the worker's ring.
+ */
+#define _GNU_SOURCE
+#include "pool.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+void weft__futex_wait(_Atomic(uint32_t) *word, uint32_t val)
+{
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+void weft__futex_wake(_Atomic(uint32_t) *word, int n)
+{
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
+void weft__start_searching(struct weft__worker *w)
+{
+    if (w->searching)
+        return;
+    w->searching = true;
+    /* seq_cst: makes this worker count as a searcher before it looks; pairs with
+     * the pushers' load of the word (a push then need not wake anyone). */
+    atomic_fetch_add_explicit(&w->pool->sleep_state, WEFT__SEARCH_ONE,
+                              memory_order_seq_cst);
+}
+
+void weft__stop_searching(struct weft__worker *w)
+{
+    if (!w->searching)
+        return;
+    w->searching = false;
+    /* seq_cst: pairs with the pushers' load as above. */
+    uint32_t prev = atomic_fetch_sub_explicit(&w->pool->sleep_state, WEFT__SEARCH_ONE,
+                                              memory_order_seq_cst);
+    /* The last searcher found work: there may be more, keep one worker looking. */
+    if ((prev & 0xffffu) == 1 && prev >= WEFT__SLEEP_ONE)
+        weft__unpark_one(w->pool);
+}
+
+/* Pop a sleeper and move it to searching. Called with idle_mu held. */
+static void remove_idle_locked(weft_pool *pool, unsigned k)
+{
+    struct weft__worker *w = pool->idle[k];
+    pool->idle[k] = pool->idle[--pool->nidle];
+    w->parked = false;
+    w->searching = true;
+    atomic_fetch_add_explicit(&pool->sleep_state, WEFT__SEARCH_ONE - WEFT__SLEEP_ONE,
+                              memory_order_seq_cst); /* pairs with the pushers' load */
+}
+
+static void wake_word(struct weft__worker *w)
+{
+    /* Release: pairs with the acquire load in weft__park(); the woken worker sees
+     * its new state (searching, off the idle stack). */
+    atomic_store_explicit(&w->wake, 1, memory_order_release);
+    weft__futex_wake(&w->wake, 1);
+}
+
+void weft__unpark_one(weft_pool *pool)
+{
+    pthread_mutex_lock(&pool->idle_mu);
+    if (pool->nidle == 0) {
+        pthread_mutex_unlock(&pool->idle_mu);
+        return;
+    }
+    /* LIFO: the most recently parked worker has the warmest cache. */
+    struct weft__worker *w = pool->idle[pool->nidle - 1];
+    remove_idle_locked(pool, pool->nidle - 1);
+    pthread_mutex_unlock(&pool->idle_mu);
+    wake_word(w);
+}
+
+void weft__unpark(struct weft__worker *w)
+{
+    weft_pool *pool = w->pool;
+    pthread_mutex_lock(&pool->idle_mu);
+    if (!w->parked) {
+        pthread_mutex_unlock(&pool->idle_mu);
+        return; /* awake: it re-checks its condition before it sleeps again */
+    }
+    for (unsigned k = 0; k < pool->nidle; k++)
+        if (pool->idle[k] == w) {
+            remove_idle_locked(pool, k);
+            break;
+        }
+    pthread_mutex_unlock(&pool->idle_mu);
+    wake_word(w);
+}
+
+/* A push (or injection) happened: wake a sleeper if nobody is searching. The caller
+ * has already ordered its publication before this load (see the top of the file). */
+void weft__notify_work(weft_pool *pool)
+{
+    uint32_t s = atomic_load_explicit(&pool->sleep_state, memory_order_relaxed);
+    if (WEFT__NEED_WAKE(s))
+        weft__unpark_one(pool);
+}
+
+WEFT_API void weft__wake_for_push(struct weft__worker *w)
+{
+    weft__unpark_one(w->pool);
+}
+
+/* Sleep until woken. The caller is searching and found nothing; returns searching.
+ * until: a word that ends the wait when it reads 1 (checked after announcing). */
+void weft__park(struct weft__worker *w, const _Atomic(uint32_t) *until)
+{
+    weft_pool *pool = w->pool;
+    WEFT_ASSERT(w->searching);
+    pthread_mutex_lock(&pool->idle_mu);
+    w->searching = false;
+    w->parked = true;
+    pool->idle[pool->nidle++] = w;
+    atomic_store_explicit(&w->wake, 0, memory_order_relaxed);
+    /* seq_cst RMW: searching -> sleeping in one step; pairs with the pushers' load. */
+    atomic_fetch_add_explicit(&pool->sleep_state, WEFT__SLEEP_ONE - WEFT__SEARCH_ONE,
+                              memory_order_seq_cst);
+    pthread_mutex_unlock(&pool->idle_mu);
+    WEFT_DBG_YIELD();
+
+    /* StoreLoad for every pusher at once: pairs with the compiler-only fence between
+     * a push's bottom store and its load of the word. */
+    weft__heavy_barrier();
+    /* Acquire: pairs with the release that set the word (latch_set, pool stop). */
+    if (atomic_load_explicit(until, memory_order_acquire) == 1 ||
+        weft__work_visible(pool)) {
+        pthread_mutex_lock(&pool->idle_mu);
+        if (w->parked) {
+            for (unsigned k = 0; k < pool->nidle; k++)
+                if (pool->idle[k] == w) {
+                    remove_idle_locked(pool, k);
+                    break;
+                }
+        }
+        pthread_mutex_unlock(&pool->idle_mu);
+        WEFT_ASSERT(w->searching);
+        return;
+    }
+    WEFT__COUNT(w, parks);
+    /* Acquire: pairs with the release store in wake_word(). */
+    while (atomic_load_explicit(&w->wake, memory_order_acquire) == 0)
+        weft__futex_wait(&w->wake, 0);
+    WEFT__COUNT(w, wakeups);
+    /* searching was set by whoever woke us, under idle_mu; taking the lock here
+     * would be the only way to see it race-free, and the store-release above
+     * already orders it before the wake. */
+    WEFT_ASSERT(w->searching);
+}

@@ -1,0 +1,451 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Pools: creation, the worker threads, destruction, the default pool, fork.
+ *
+ * Lifecycle rules:
+ *  - Options: explicit option > environment (WEFT_NUM_THREADS, WEFT_PIN, WEFT_IO) >
+ *    default (topo.c). The environment is read at each pool creation; garbage is
+ *    ignored with one warning on stderr.
+ *  - Workers start with asynchronous signals blocked, so a program's signal handlers
+ *    run on its own threads, never in the middle of a task.
+ *  - weft_pool_destroy waits for outside callers (weft_run, weft_scope_run, loops)
+ *    to finish, then stops and joins the workers. Work inside the pool is always
+ *    owned by some waiting outside caller, so nothing is dropped.
+ *  - fork(): only the forking thread exists in the child, so every pool inherited
+ *    from the parent is marked dead (its calls return -ECHILD) and the default pool
+ *    is forgotten; the child may create new pools. weft_pool_destroy on a dead pool
+ *    frees what it can without joining threads that do not exist.
+ */
+#define _GNU_SOURCE
+#include "pool.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+WEFT_API __thread struct weft__worker *weft__self __attribute__((tls_model("initial-exec")));
+
+static pthread_mutex_t pools_mu = PTHREAD_MUTEX_INITIALIZER;
+static weft_pool *pools;            /* all live pools, for the fork handler */
+static weft_pool *default_pool;
+static bool atexit_registered;
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static struct weft__topo topo;
+static int topo_err;
+
+#ifdef WEFT_DEBUG_SCHED
+static __thread uint64_t dbg_rng;
+
+unsigned weft__dbg_rand(void)
+{
+    if (!dbg_rng)
+        dbg_rng = (uint64_t)(uintptr_t)&dbg_rng ^ (uint64_t)time(NULL) ^ 0x9E3779B97F4A7C15ull;
+    dbg_rng ^= dbg_rng << 13;
+    dbg_rng ^= dbg_rng >> 7;
+    dbg_rng ^= dbg_rng << 17;
+    return (unsigned)(dbg_rng >> 16);
+}
+
+void weft__dbg_yield(void)
+{
+    unsigned r = weft__dbg_rand() % 16;
+    if (r == 0)
+        sched_yield();
+    else if (r < 4)
+        for (unsigned k = 0; k < r * 50; k++)
+            __asm__ __volatile__("" ::: "memory");
+}
+#endif
+
+static void atfork_prepare(void)
+{
+    pthread_mutex_lock(&pools_mu);
+}
+
+static void atfork_parent(void)
+{
+    pthread_mutex_unlock(&pools_mu);
+}
+
+static void atfork_child(void)
+{
+    for (weft_pool *p = pools; p; p = p->next_pool)
+        atomic_store_explicit(&p->dead, -ECHILD, memory_order_relaxed);
+    pools = NULL;          /* the child's pool list starts empty */
+    default_pool = NULL;   /* a fresh default pool on first use */
+    weft__self = NULL;     /* fork() from inside a task: this thread is no worker */
+    pthread_mutex_init(&pools_mu, NULL);
+}
+
+static void global_init(void)
+{
+    weft__barrier_init();
+    topo_err = weft__topo_init(&topo);
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+/* Environment: read at each pool creation, clamped, garbage ignored with a warning. */
+static unsigned env_threads(void)
+{
+    const char *s = getenv("WEFT_NUM_THREADS");
+    if (!s || !*s)
+        return 0;
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || *end || v == 0 || s[0] == '-') {
+        fprintf(stderr, "weft: ignoring WEFT_NUM_THREADS=%s (want a number >= 1)\n", s);
+        return 0;
+    }
+    if (v > WEFT_MAX_THREADS) {
+        fprintf(stderr, "weft: WEFT_NUM_THREADS=%s clamped to %u\n", s, WEFT_MAX_THREADS);
+        v = WEFT_MAX_THREADS;
+    }
+    return (unsigned)v;
+}
+
+static bool env_flag(const char *name, const char *on)
+{
+    const char *s = getenv(name);
+    if (!s || !*s)
+        return false;
+    if (strcmp(s, on) == 0)
+        return true;
+    if (strcmp(s, "0") != 0 && strcmp(s, "uring") != 0)
+        fprintf(stderr, "weft: ignoring %s=%s\n", name, s);
+    return false;
+}
+
+static void *worker_main(void *p)
+{
+    struct weft__worker *w = p;
+    weft_pool *pool = w->pool;
+    weft__self = w;
+    if (pool->flags & WEFT_POOL_PIN)
+        (void)weft__topo_pin(pool->topo, w->id); /* best effort: a cpuset may forbid it */
+    weft__help_until(w, &pool->stop);
+    weft__self = NULL;
+    return NULL;
+}
+
+static int victims_init(weft_pool *pool, struct weft__worker *w)
+{
+    unsigned n = pool->nthreads;
+    w->victims = calloc(n ? n : 1, sizeof(unsigned));
+    w->group_end = calloc(n ? n : 1, sizeof(unsigned));
+    if (!w->victims || !w->group_end)
+        return -ENOMEM;
+    unsigned k = 0;
+    for (unsigned v = 0; v < n; v++)
+        if (v != w->id)
+            w->victims[k++] = v;
+    /* Insertion sort by distance class, then id: n is small and this runs once. */
+    for (unsigned i = 1; i < k; i++) {
+        unsigned v = w->victims[i], dv = weft__topo_distance(pool->topo, w->id, v), j = i;
+        while (j > 0 && weft__topo_distance(pool->topo, w->id, w->victims[j - 1]) > dv) {
+            w->victims[j] = w->victims[j - 1];
+            j--;
+        }
+        w->victims[j] = v;
+    }
+    w->ngroups = 0;
+    for (unsigned i = 0; i < k; i++)
+        if (i + 1 == k || weft__topo_distance(pool->topo, w->id, w->victims[i]) !=
+                              weft__topo_distance(pool->topo, w->id, w->victims[i + 1]))
+            w->group_end[w->ngroups++] = i + 1;
+    return 0;
+}
+
+static void worker_free(struct weft__worker *w)
+{
+    if (!w)
+        return;
+    weft__deque_free(&w->dq);
+    free(w->victims);
+    free(w->group_end);
+    free(w);
+}
+
+static void pool_free(weft_pool *pool)
+{
+    if (pool->workers)
+        for (unsigned i = 0; i < pool->nthreads; i++)
+            worker_free(pool->workers[i]);
+    free(pool->workers);
+    free(pool->idle);
+    weft__frames_free(pool);
+    pthread_mutex_destroy(&pool->idle_mu);
+    pthread_mutex_destroy(&pool->inj_mu);
+    pthread_mutex_destroy(&pool->frames_mu);
+    free(pool);
+}
+
+static void stop_workers(weft_pool *pool, unsigned started)
+{
+    /* Release: pairs with the acquire loads of the stop word in the worker loop. */
+    atomic_store_explicit(&pool->stop, 1, memory_order_release);
+    for (unsigned i = 0; i < started; i++)
+        weft__unpark(pool->workers[i]);
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(pool->workers[i]->thread, NULL);
+}
+
+WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    weft_pool_options o = {0};
+    if (opts)
+        o = *opts;
+    if (o.threads > WEFT_MAX_THREADS || (o.flags & ~(WEFT_POOL_PIN | WEFT_POOL_NO_URING)))
+        return -EINVAL;
+    pthread_once(&global_once, global_init);
+    if (topo_err)
+        return topo_err;
+    if (!o.threads)
+        o.threads = env_threads();
+    if (!o.threads)
+        o.threads = weft__topo_default_threads(&topo);
+    if (env_flag("WEFT_PIN", "1"))
+        o.flags |= WEFT_POOL_PIN;
+    if (env_flag("WEFT_IO", "blocking"))
+        o.flags |= WEFT_POOL_NO_URING;
+
+    weft_pool *pool = aligned_alloc(64, (sizeof(*pool) + 63) & ~(size_t)63);
+    if (!pool)
+        return -ENOMEM;
+    memset(pool, 0, sizeof(*pool));
+    pthread_mutex_init(&pool->idle_mu, NULL);
+    pthread_mutex_init(&pool->inj_mu, NULL);
+    pthread_mutex_init(&pool->frames_mu, NULL);
+    atomic_init(&pool->sleep_state, 0);
+    atomic_init(&pool->inj_len, 0);
+    atomic_init(&pool->stop, 0);
+    atomic_init(&pool->dead, 0);
+    atomic_init(&pool->outside, 0);
+    atomic_init(&pool->ext_spawns, 0);
+    pool->nthreads = o.threads;
+    pool->flags = o.flags;
+    pool->topo = &topo;
+    pool->workers = calloc(o.threads, sizeof(*pool->workers));
+    pool->idle = calloc(o.threads, sizeof(*pool->idle));
+    if (!pool->workers || !pool->idle) {
+        pool_free(pool);
+        return -ENOMEM;
+    }
+    for (unsigned i = 0; i < o.threads; i++) {
+        struct weft__worker *w = aligned_alloc(64, (sizeof(*w) + 63) & ~(size_t)63);
+        if (!w) {
+            pool_free(pool);
+            return -ENOMEM;
+        }
+        memset(w, 0, sizeof(*w));
+        pool->workers[i] = w;
+        w->pool = pool;
+        w->id = i;
+        w->rng = 0x9E3779B97F4A7C15ull * (i + 1) ^ (uint64_t)(uintptr_t)w;
+        if (!w->rng)
+            w->rng = 1;
+        atomic_init(&w->wake, 0);
+        if (weft__deque_init(&w->dq, &pool->sleep_state) != 0 ||
+            victims_init(pool, w) != 0) {
+            pool_free(pool);
+            return -ENOMEM;
+        }
+    }
+
+    /* Workers inherit this mask: asynchronous signals stay with the program's own
+     * threads; faults (SIGSEGV, SIGBUS, ...) stay deliverable. */
+    sigset_t all, old;
+    sigfillset(&all);
+    static const int sync_sigs[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS};
+    for (size_t k = 0; k < sizeof(sync_sigs) / sizeof(sync_sigs[0]); k++)
+        sigdelset(&all, sync_sigs[k]);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    unsigned started = 0;
+    int err = 0;
+    for (; started < o.threads; started++) {
+        struct weft__worker *w = pool->workers[started];
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            err = -EAGAIN;
+            break;
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (err) {
+        stop_workers(pool, started);
+        pool_free(pool);
+        return err;
+    }
+
+    pthread_mutex_lock(&pools_mu);
+    pool->next_pool = pools;
+    pools = pool;
+    pthread_mutex_unlock(&pools_mu);
+    *out = pool;
+    return 0;
+}
+
+static void unlink_pool(weft_pool *pool)
+{
+    pthread_mutex_lock(&pools_mu);
+    for (weft_pool **pp = &pools; *pp; pp = &(*pp)->next_pool)
+        if (*pp == pool) {
+            *pp = pool->next_pool;
+            break;
+        }
+    if (default_pool == pool)
+        default_pool = NULL;
+    pthread_mutex_unlock(&pools_mu);
+}
+
+WEFT_API void weft_pool_destroy(weft_pool *pool)
+{
+    if (!pool)
+        return;
+    if (atomic_load_explicit(&pool->dead, memory_order_relaxed)) {
+        /* Inherited across fork(): its threads do not exist here. Its mutexes may
+         * have been held by them, so free only memory, without destroying those. */
+        if (pool->workers)
+            for (unsigned i = 0; i < pool->nthreads; i++)
+                worker_free(pool->workers[i]);
+        free(pool->workers);
+        free(pool->idle);
+        weft__frames_free(pool);
+        free(pool);
+        return;
+    }
+    struct weft__worker *self = weft__self;
+    if (self && self->pool == pool) {
+        fprintf(stderr, "weft: weft_pool_destroy called from one of the pool's own "
+                        "tasks; not destroying it (it would wait for itself)\n");
+        return;
+    }
+    /* Acquire: pairs with the release decrement when an outside caller is done. */
+    while (atomic_load_explicit(&pool->outside, memory_order_acquire) != 0) {
+        struct timespec ts = {0, 100000};
+        nanosleep(&ts, NULL);
+    }
+    unlink_pool(pool);
+    stop_workers(pool, pool->nthreads);
+    pool_free(pool);
+}
+
+WEFT_API unsigned weft_pool_threads(const weft_pool *pool)
+{
+    return pool ? pool->nthreads : 0;
+}
+
+static void destroy_default_at_exit(void)
+{
+    pthread_mutex_lock(&pools_mu);
+    weft_pool *p = default_pool;
+    pthread_mutex_unlock(&pools_mu);
+    /* exit() from inside a task, or while other threads still use the pool: leave
+     * it to the OS rather than wait forever. */
+    if (!p || weft__self ||
+        atomic_load_explicit(&p->outside, memory_order_relaxed) != 0)
+        return;
+    weft_pool_destroy(p);
+}
+
+WEFT_API weft_pool *weft_default_pool(void)
+{
+    pthread_mutex_lock(&pools_mu);
+    weft_pool *p = default_pool;
+    pthread_mutex_unlock(&pools_mu);
+    if (p)
+        return p;
+    static pthread_mutex_t create_mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&create_mu);
+    pthread_mutex_lock(&pools_mu);
+    p = default_pool;
+    pthread_mutex_unlock(&pools_mu);
+    if (!p && weft_pool_create(&p, NULL) == 0) {
+        pthread_mutex_lock(&pools_mu);
+        default_pool = p;
+        bool reg = !atexit_registered;
+        atexit_registered = true;
+        pthread_mutex_unlock(&pools_mu);
+        if (reg)
+            atexit(destroy_default_at_exit);
+    }
+    pthread_mutex_unlock(&create_mu);
+    return p;
+}
+
+int weft__pool_check(const weft_pool *pool)
+{
+    return atomic_load_explicit(&((weft_pool *)pool)->dead, memory_order_relaxed);
+}
+
+weft_pool *weft__pool_resolve(weft_pool *pool, int *err)
+{
+    if (!pool) {
+        struct weft__worker *w = weft__self;
+        pool = w ? w->pool : weft_default_pool();
+        if (!pool) {
+            *err = -ENOMEM;
+            return NULL;
+        }
+    }
+    *err = weft__pool_check(pool);
+    return *err ? NULL : pool;
+}
+
+WEFT_API int weft_run(weft_pool *pool, weft_fn fn, void *arg)
+{
+    int err;
+    if (!fn)
+        return -EINVAL;
+    pool = weft__pool_resolve(pool, &err);
+    if (!pool)
+        return err;
+    if (weft__worker_of(pool))
+        return fn(arg);
+    struct weft__job job;
+    memset(&job, 0, sizeof(job));
+    job.fn = fn;
+    job.arg = arg;
+    atomic_init(&job.latch.state, 0);
+    atomic_fetch_add_explicit(&pool->outside, 1, memory_order_relaxed);
+    weft__inject(pool, &job);
+    weft__latch_wait(NULL, &job.latch);
+    /* Release: pairs with the acquire load in weft_pool_destroy(). */
+    atomic_fetch_sub_explicit(&pool->outside, 1, memory_order_release);
+    return job.result;
+}
+
+WEFT_API void weft_pool_stats(const weft_pool *pool, weft_stats *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof(*out));
+    if (!pool)
+        return;
+    out->spawns = atomic_load_explicit(&((weft_pool *)pool)->ext_spawns, memory_order_relaxed);
+    for (unsigned i = 0; i < pool->nthreads; i++) {
+        struct weft__counters *c = &pool->workers[i]->stats;
+        out->spawns += atomic_load_explicit(&c->spawns, memory_order_relaxed);
+        out->steals += atomic_load_explicit(&c->steals, memory_order_relaxed);
+        out->steal_fails += atomic_load_explicit(&c->steal_fails, memory_order_relaxed);
+        out->parks += atomic_load_explicit(&c->parks, memory_order_relaxed);
+        out->wakeups += atomic_load_explicit(&c->wakeups, memory_order_relaxed);
+        out->io_ops += atomic_load_explicit(&c->io_ops, memory_order_relaxed);
+    }
+}
+
+WEFT_API void weft__deque_reserve(struct weft__worker *w)
+{
+    if (weft__deque_grow(&w->dq) != 0) {
+        /* The inline join cannot fail: out of memory for a deque is fatal. */
+        fprintf(stderr, "weft: out of memory growing a deque\n");
+        abort();
+    }
+}

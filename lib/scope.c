@@ -1,0 +1,225 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Scoped spawn. A scope is one counter of unfinished work (the body counts as one),
+ * the first error, a cancel flag and a latch for its waiter. A spawn takes a frame
+ * from the worker's free list, bumps the counter and pushes the frame on the worker's
+ * own deque (from an outside thread: the injector). The worker that runs a frame
+ * skips it if the scope is cancelled, records a nonzero result as the scope's error
+ * (first one wins, and cancels), recycles the frame, and drops the counter; whoever
+ * drops it to zero sets the latch. The body's thread drops its own count after the
+ * body returns and then waits on the latch, helping (a worker) or sleeping (any
+ * other thread).
+ *
+ * weft_scope_limit(k): admission happens when a frame is about to run. Over the
+ * limit, the frame is parked on the scope's deferred list (under the scope's lock:
+ * the limited path only) and the task that finishes next admits it. So at most k
+ * tasks of the scope ever run at once and no worker blocks on the limit.
+ */
+#define _GNU_SOURCE
+#include "pool.h"
+
+#include <errno.h>
+#include <string.h>
+
+struct weft_scope {
+    weft_pool *pool;
+    _Atomic(int64_t) pending;      /* body + spawned tasks not yet finished */
+    _Atomic(int) err;              /* first nonzero result */
+    _Atomic(bool) cancelled;
+    _Atomic(unsigned) limit;       /* 0: none */
+    struct weft__latch done;
+    pthread_mutex_t mu;            /* limited scopes only: running, deferred */
+    unsigned running;
+    struct weft__job *deferred_head, *deferred_tail;
+};
+
+/* Frames use job.result as the "already admitted" mark (frames have no result). */
+#define ADMITTED 1
+
+static void scope_fail(struct weft_scope *s, int err)
+{
+    int zero = 0;
+    atomic_compare_exchange_strong_explicit(&s->err, &zero, err, memory_order_relaxed,
+                                            memory_order_relaxed);
+    /* Release: tasks that see the flag also see the error. Pairs with the acquire
+     * load in weft_scope_cancelled() and run_frame(). */
+    atomic_store_explicit(&s->cancelled, true, memory_order_release);
+}
+
+static void scope_release(struct weft_scope *s)
+{
+    /* acq_rel: each finisher releases its task's effects; the last one acquires all
+     * of them before it sets the latch (which releases them to the waiter). */
+    if (atomic_fetch_sub_explicit(&s->pending, 1, memory_order_acq_rel) == 1)
+        weft__latch_set(&s->done);
+}
+
+static int push_frame(weft_pool *pool, struct weft__worker *w, struct weft__job *f)
+{
+    if (!w) {
+        weft__inject(pool, f);
+        return 0;
+    }
+    int err = weft__deque_push(&w->dq, f);
+    if (err)
+        return err;
+    /* StoreLoad between the push and the parking-word load, as in weft_join. */
+    if (weft__fence_full)
+        atomic_thread_fence(memory_order_seq_cst);
+    else
+        atomic_signal_fence(memory_order_seq_cst);
+    weft__notify_work(pool);
+    return 0;
+}
+
+static int spawn(weft_scope *s, weft_fn fn, void *arg, const void *copy, size_t size)
+{
+    if (!s || !fn)
+        return -EINVAL;
+    /* Acquire: pairs with the release in scope_fail(). */
+    if (atomic_load_explicit(&s->cancelled, memory_order_acquire))
+        return -ECANCELED;
+    weft_pool *pool = s->pool;
+    struct weft__worker *w = weft__worker_of(pool);
+    struct weft__job *f = weft__frame_get(pool, w);
+    if (!f)
+        return -ENOMEM;
+    f->fn = fn;
+    f->scope = s;
+    f->result = 0;
+    if (copy) {
+        f->arg = weft__frame_args(f);
+        memcpy(f->arg, copy, size);
+    } else {
+        f->arg = arg;
+    }
+    /* Relaxed: the spawner holds a count (the body's or its running task's), so the
+     * counter cannot reach zero meanwhile; the push publishes the frame. */
+    atomic_fetch_add_explicit(&s->pending, 1, memory_order_relaxed);
+    int err = push_frame(pool, w, f);
+    if (err) {
+        atomic_fetch_sub_explicit(&s->pending, 1, memory_order_relaxed);
+        weft__frame_put(pool, w, f);
+        return err;
+    }
+    if (w)
+        WEFT__COUNT(w, spawns);
+    else
+        atomic_fetch_add_explicit(&pool->ext_spawns, 1, memory_order_relaxed);
+    return 0;
+}
+
+WEFT_API int weft_spawn(weft_scope *s, weft_fn fn, void *arg)
+{
+    return spawn(s, fn, arg, NULL, 0);
+}
+
+WEFT_API int weft_spawn_copy(weft_scope *s, weft_fn fn, const void *args, size_t size)
+{
+    if (size > 64 || (!args && size > 0))
+        return -EINVAL;
+    static const char none;
+    return spawn(s, fn, NULL, size ? args : &none, size);
+}
+
+WEFT_API void weft_scope_limit(weft_scope *s, unsigned max_in_flight)
+{
+    if (s)
+        atomic_store_explicit(&s->limit, max_in_flight, memory_order_relaxed);
+}
+
+WEFT_API void weft_scope_cancel(weft_scope *s, int err)
+{
+    if (s)
+        scope_fail(s, err ? err : -ECANCELED);
+}
+
+WEFT_API bool weft_scope_cancelled(const weft_scope *s)
+{
+    /* Acquire: pairs with the release in scope_fail(). */
+    return s && atomic_load_explicit(&s->cancelled, memory_order_acquire);
+}
+
+/* Run (or skip, or defer) one spawned frame on worker w. */
+void weft__run_frame(struct weft__worker *w, struct weft__job *f)
+{
+    struct weft_scope *s = f->scope;
+    weft_pool *pool = s->pool;
+    unsigned limit = atomic_load_explicit(&s->limit, memory_order_relaxed);
+    if (limit && f->result != ADMITTED) {
+        pthread_mutex_lock(&s->mu);
+        if (s->running >= limit) {
+            f->next = NULL;
+            if (s->deferred_tail)
+                s->deferred_tail->next = f;
+            else
+                s->deferred_head = f;
+            s->deferred_tail = f;
+            pthread_mutex_unlock(&s->mu);
+            return;
+        }
+        s->running++;
+        pthread_mutex_unlock(&s->mu);
+    }
+    /* Acquire: pairs with the release in scope_fail(). */
+    if (!atomic_load_explicit(&s->cancelled, memory_order_acquire)) {
+        int r = f->fn(f->arg);
+        if (r)
+            scope_fail(s, r);
+    }
+    /* f->fn may have suspended in a later version: re-read the worker then. */
+    struct weft__job *next = NULL;
+    if (limit) {
+        pthread_mutex_lock(&s->mu);
+        s->running--;
+        if (s->deferred_head) {
+            next = s->deferred_head;
+            s->deferred_head = next->next;
+            if (!s->deferred_head)
+                s->deferred_tail = NULL;
+            s->running++;
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    weft__frame_put(pool, w, f);
+    if (next) {
+        next->result = ADMITTED;
+        if (push_frame(pool, w, next) != 0)
+            weft__run_frame(w, next); /* no room in the deque: run it here */
+    }
+    scope_release(s);
+}
+
+WEFT_API int weft_scope_run(weft_pool *pool, int (*body)(weft_scope *s, void *arg),
+                            void *arg)
+{
+    int err;
+    pool = weft__pool_resolve(pool, &err);
+    if (!pool)
+        return err;
+    if (!body)
+        return -EINVAL;
+    struct weft_scope s;
+    memset(&s, 0, sizeof(s));
+    s.pool = pool;
+    atomic_init(&s.pending, 1);
+    atomic_init(&s.err, 0);
+    atomic_init(&s.cancelled, false);
+    atomic_init(&s.limit, 0);
+    atomic_init(&s.done.state, 0);
+    pthread_mutex_init(&s.mu, NULL);
+
+    struct weft__worker *w = weft__worker_of(pool);
+    if (!w)
+        atomic_fetch_add_explicit(&pool->outside, 1, memory_order_relaxed);
+    int r = body(&s, arg);
+    if (r)
+        scope_fail(&s, r);
+    scope_release(&s);
+    weft__latch_wait(w, &s.done);
+    if (!w)
+        /* Release: pairs with the acquire load in weft_pool_destroy(). */
+        atomic_fetch_sub_explicit(&pool->outside, 1, memory_order_release);
+    pthread_mutex_destroy(&s.mu);
+    return atomic_load_explicit(&s.err, memory_order_relaxed);
+}

@@ -1,0 +1,194 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The worker loop.
+ *
+ * A worker looks for work in this order: its own deque (newest first: the job it
+ * pushed last is the one whose data is in cache), other workers' deques (oldest
+ * first: the biggest pieces), victims nearest first by topology with a random start
+ * within each distance class, then the pool's injector (jobs from outside threads).
+ * After a bounded search (a few rounds with growing pauses, then yields) it parks
+ * (park.c). The same loop serves three kinds of waiting, so there is one protocol:
+ * the thread's main loop (until the pool stops), a join whose job was stolen (until
+ * the job's latch is set), and a scope (until its last task finishes). Waiting is
+ * always "help until a word reads 1".
+ *
+ * The reactor issue adds "reap I/O completions" between the injector and parking,
+ * and parks inside the worker's ring instead of on a futex; both are one call each
+ * in find_work() and weft__park().
+ */
+#define _GNU_SOURCE
+#include "pool.h"
+
+#include <sched.h>
+#include <stdlib.h>
+
+/* Search rounds before parking: spin with growing pauses, then yield. ~20-50 us. */
+#define SPIN_ROUNDS  16
+#define YIELD_ROUNDS 4
+
+static inline uint64_t rng_next(struct weft__worker *w)
+{
+    uint64_t x = w->rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return w->rng = x;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+void weft__inject(weft_pool *pool, struct weft__job *job)
+{
+    job->next = NULL;
+    pthread_mutex_lock(&pool->inj_mu);
+    if (pool->inj_tail)
+        pool->inj_tail->next = job;
+    else
+        pool->inj_head = job;
+    pool->inj_tail = job;
+    atomic_store_explicit(&pool->inj_len,
+                          atomic_load_explicit(&pool->inj_len, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    pthread_mutex_unlock(&pool->inj_mu);
+    /* StoreLoad between the injection and the parking-word load; pairs with the
+     * RMW + heavy barrier in weft__park(). Not a hot path: a plain fence. */
+    atomic_thread_fence(memory_order_seq_cst);
+    weft__notify_work(pool);
+}
+
+struct weft__job *weft__inject_pop(weft_pool *pool)
+{
+    if (atomic_load_explicit(&pool->inj_len, memory_order_relaxed) == 0)
+        return NULL;
+    pthread_mutex_lock(&pool->inj_mu);
+    struct weft__job *job = pool->inj_head;
+    if (job) {
+        pool->inj_head = job->next;
+        if (!pool->inj_head)
+            pool->inj_tail = NULL;
+        atomic_store_explicit(&pool->inj_len,
+                              atomic_load_explicit(&pool->inj_len, memory_order_relaxed) - 1,
+                              memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&pool->inj_mu);
+    return job;
+}
+
+/* After the heavy barrier: is there anything a worker could take? */
+bool weft__work_visible(weft_pool *pool)
+{
+    if (atomic_load_explicit(&pool->inj_len, memory_order_relaxed) != 0)
+        return true;
+    for (unsigned i = 0; i < pool->nthreads; i++)
+        if (weft__deque_looks_nonempty(&pool->workers[i]->dq))
+            return true;
+    return false;
+}
+
+void weft__run_job(struct weft__worker *w, struct weft__job *job)
+{
+    if (job->scope) {
+        weft__run_frame(w, job);
+        return;
+    }
+    /* A join or run job: its owner waits on the latch; job memory is the owner's
+     * and must not be touched after the latch is set. */
+    job->result = job->fn(job->arg);
+    weft__latch_set(&job->latch);
+}
+
+static struct weft__job *steal_round(struct weft__worker *w)
+{
+    weft_pool *pool = w->pool;
+    unsigned nv = pool->nthreads - 1;
+    if (nv == 0)
+        return NULL;
+#ifdef WEFT_DEBUG_SCHED
+    /* Random victims in random order: shakes out assumptions about who steals. */
+    for (unsigned k = 0; k < nv; k++) {
+        unsigned v = w->victims[weft__dbg_rand() % nv];
+        struct weft__job *job = weft__deque_steal(&pool->workers[v]->dq);
+        if (job == WEFT__STEAL_ABORT) {
+            WEFT__COUNT(w, steal_fails);
+            continue;
+        }
+        if (job) {
+            WEFT__COUNT(w, steals);
+            return job;
+        }
+    }
+    return NULL;
+#else
+    unsigned start = 0;
+    for (unsigned g = 0; g < w->ngroups; g++) {
+        unsigned end = w->group_end[g], len = end - start;
+        unsigned off = len > 1 ? (unsigned)(rng_next(w) % len) : 0;
+        for (unsigned k = 0; k < len; k++) {
+            unsigned v = w->victims[start + (off + k) % len];
+            struct weft__job *job;
+            /* A lost race means the victim has work: try it again at once. */
+            while ((job = weft__deque_steal(&pool->workers[v]->dq)) == WEFT__STEAL_ABORT)
+                WEFT__COUNT(w, steal_fails);
+            if (job) {
+                WEFT__COUNT(w, steals);
+                return job;
+            }
+        }
+        start = end;
+    }
+    return NULL;
+#endif
+}
+
+/* One job to run, or NULL when *until reads 1 (after parking, possibly). */
+static struct weft__job *find_work(struct weft__worker *w, const _Atomic(uint32_t) *until)
+{
+    struct weft__job *job = weft__deque_pop(&w->dq);
+    if (job)
+        return job;
+    weft__start_searching(w);
+    for (;;) {
+        for (unsigned round = 0; round < SPIN_ROUNDS + YIELD_ROUNDS; round++) {
+            job = steal_round(w);
+            if (!job)
+                job = weft__inject_pop(w->pool);
+            if (job) {
+                weft__stop_searching(w);
+                return job;
+            }
+            /* Acquire: pairs with the release that set the word. */
+            if (atomic_load_explicit(until, memory_order_acquire) == 1) {
+                weft__stop_searching(w);
+                return NULL;
+            }
+            if (round < SPIN_ROUNDS) {
+                for (unsigned k = 0; k < (32u << (round / 4)); k++)
+                    cpu_relax();
+            } else {
+                sched_yield();
+            }
+        }
+        weft__park(w, until);
+        if (atomic_load_explicit(until, memory_order_acquire) == 1) { /* as above */
+            weft__stop_searching(w);
+            return NULL;
+        }
+    }
+}
+
+void weft__help_until(struct weft__worker *w, const _Atomic(uint32_t) *word)
+{
+    /* Acquire: pairs with the release that sets the word (latch_set, pool stop). */
+    while (atomic_load_explicit(word, memory_order_acquire) != 1) {
+        struct weft__job *job = find_work(w, word);
+        if (job)
+            weft__run_job(w, job);
+    }
+}
