@@ -251,23 +251,26 @@ struct weft__latch {
     struct weft__worker *waiter; /* worker to wake, or NULL for a thread on a futex */
 };
 
-/* A unit of work as the deque holds it. Join jobs live on the joiner's stack. */
+/* A unit of work as the deque holds it. Join jobs live on the joiner's stack; a
+ * deque slot holding a spawned frame (which has a scope) has its low bit set. */
 struct weft__job {
     weft_fn fn;
     void *arg;
-    struct weft_scope *scope;   /* NULL: join/run job with a latch; else a spawned frame */
     struct weft__latch latch;
     int result;
+    int64_t idx;                /* join jobs: the deque index it was pushed at */
     struct weft__job *next;     /* injector and free lists */
+    struct weft_scope *scope;   /* frames only (join jobs leave it unset) */
 };
 
-/* The owner's cache line of a Chase-Lev deque, and the thieves' line. */
+/* A Chase-Lev deque: the owner's cache line, then the thieves'. */
 struct weft__deque {
     _Atomic(int64_t) bottom;             /* owner writes; thieves read */
-    int64_t limit;                       /* owner-private: pushes below it need no check */
+    int64_t limit;                       /* owner-private: pushes below it have room */
     _Atomic(struct weft__job *) *slots;  /* owner-private copy of buf->slots */
     int64_t mask;                        /* owner-private copy of buf->mask */
-    const _Atomic(uint32_t) *sleep_state;/* the pool's parking word (see park.c) */
+    _Atomic(uint32_t) poke;              /* set by a parking worker: check for sleepers */
+    uint32_t fence_full;                 /* 1: no membarrier, the owner fences (deque.c) */
     char pad_[64 - 5 * 8];
     _Alignas(64) _Atomic(int64_t) top;   /* thieves CAS; owner CASes for the last item */
     char pad2_[64 - 8];
@@ -276,18 +279,15 @@ struct weft__deque {
 
 extern WEFT_API __thread struct weft__worker *weft__self
     __attribute__((tls_model("initial-exec")));
-extern WEFT_API int weft__fence_full;  /* 1 when membarrier is unavailable */
 
 WEFT_API int  weft__join_outside(weft_fn a, void *arg_a, weft_fn b, void *arg_b);
 WEFT_API int  weft__join_finish(struct weft__worker *w, struct weft__job *job,
-                                int64_t b, int64_t t, int ra);
+                                int64_t t, int ra);
 WEFT_API void weft__deque_reserve(struct weft__worker *w);
-WEFT_API void weft__wake_for_push(struct weft__worker *w);
+WEFT_API void weft__push_poked(struct weft__worker *w);
 
 /* The deque is the first member of struct weft__worker. */
 #define WEFT__DQ(w) ((struct weft__deque *)(void *)(w))
-/* Parking word: low 16 bits searching workers, high 16 bits sleepers. */
-#define WEFT__NEED_WAKE(s) ((s) > 0xffffu && ((s) & 0xffffu) == 0)
 
 static inline int weft_join(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
 {
@@ -302,43 +302,44 @@ static inline int weft_join(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
     struct weft__job job;
     job.fn = b;
     job.arg = arg_b;
-    job.scope = NULL;
+    job.idx = i;
     atomic_store_explicit(&job.latch.state, 0, memory_order_relaxed);
     atomic_store_explicit(&dq->slots[i & dq->mask], &job, memory_order_relaxed);
-    /* Publish slot i and the job's fields; pairs with the acquire load of bottom in
-     * weft__deque_steal(). */
+    /* Release: publishes slot i and the job's fields; pairs with the acquire load of
+     * bottom in weft__deque_steal(). */
     atomic_store_explicit(&dq->bottom, i + 1, memory_order_release);
-    /* StoreLoad between the bottom store and the parking-word load. Asymmetric:
-     * a worker about to sleep runs membarrier() before its last look (park.c). */
-    if (__builtin_expect(weft__fence_full, 0))
-        atomic_thread_fence(memory_order_seq_cst);
-    else
-        atomic_signal_fence(memory_order_seq_cst);
-    uint32_t s = atomic_load_explicit(dq->sleep_state, memory_order_relaxed);
-    if (__builtin_expect(WEFT__NEED_WAKE(s), 0))
-        weft__wake_for_push(w);
+    /* StoreLoad between the bottom store and the poke load: pairs with the
+     * membarrier() a worker runs after poking, before its last look (park.c). */
+    atomic_signal_fence(memory_order_seq_cst);
+    if (__builtin_expect(atomic_load_explicit(&dq->poke, memory_order_relaxed) != 0, 0))
+        weft__push_poked(w);
 
     int ra = a(arg_a);
 
-    /* Chase-Lev pop of slot i. If a pushed more than it popped (a spawn into an outer
-     * scope), bottom is above i + 1 and the slow path runs those jobs first. No task
-     * suspends yet, so the deque is still w's (the reactor issue must keep this true). */
+    /* Pop our job. Everything is re-read from memory rather than kept in registers
+     * across the call: cheaper than saving them, and it re-reads the worker (a task
+     * that suspends may resume elsewhere; the reactor issue must also check that the
+     * slot is still ours). If a pushed more than it popped (a spawn into an outer
+     * scope), bottom is above idx + 1 and the slow path runs those jobs first. */
+    w = weft__self;
+    dq = WEFT__DQ(w);
+    i = job.idx;
     int64_t t = -1;
     if (__builtin_expect(atomic_load_explicit(&dq->bottom, memory_order_relaxed) == i + 1, 1)) {
         atomic_store_explicit(&dq->bottom, i, memory_order_relaxed);
         /* StoreLoad between the bottom store and the top load: pairs with the
          * membarrier() a thief runs between its top and bottom loads (deque.c). */
-        if (__builtin_expect(weft__fence_full, 0))
+        if (__builtin_expect(dq->fence_full, 0))
             atomic_thread_fence(memory_order_seq_cst);
         else
             atomic_signal_fence(memory_order_seq_cst);
         t = atomic_load_explicit(&dq->top, memory_order_relaxed);
         if (__builtin_expect(t < i, 1)) {
-            int rb = b(arg_b);
+            int rb = b(job.arg);
             return ra ? ra : rb;
         }
     }
-    return weft__join_finish(w, &job, i, t, ra);
+    return weft__join_finish(w, &job, t, ra);
 }
 #endif /* inline weft_join */
 

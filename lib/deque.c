@@ -40,7 +40,7 @@
 
 #include "debug.h"
 
-WEFT_API int weft__fence_full = 1;
+int weft__fence_full = 1;
 
 #define INITIAL_CAPACITY 256
 
@@ -83,7 +83,7 @@ static struct weft__dqbuf *buf_new(int64_t cap)
     return b;
 }
 
-int weft__deque_init(struct weft__deque *dq, const _Atomic(uint32_t) *sleep_state)
+int weft__deque_init(struct weft__deque *dq)
 {
     struct weft__dqbuf *b = buf_new(INITIAL_CAPACITY);
     if (!b)
@@ -94,7 +94,10 @@ int weft__deque_init(struct weft__deque *dq, const _Atomic(uint32_t) *sleep_stat
     dq->slots = b->slot;
     dq->mask = b->mask;
     dq->limit = INITIAL_CAPACITY;
-    dq->sleep_state = sleep_state;
+    /* Without membarrier the owner must fence: pops check fence_full, and a poke
+     * that never clears sends every push through weft__push_poked (park.c). */
+    dq->fence_full = (uint32_t)weft__fence_full;
+    atomic_init(&dq->poke, dq->fence_full);
     return 0;
 }
 
@@ -168,7 +171,7 @@ struct weft__job *weft__deque_pop(struct weft__deque *dq)
     WEFT_DBG_YIELD();
     /* StoreLoad between the bottom store and the top load: pairs with the heavy
      * barrier in weft__deque_steal() (or is a real fence when weft__fence_full). */
-    if (weft__fence_full)
+    if (dq->fence_full)
         atomic_thread_fence(memory_order_seq_cst);
     else
         atomic_signal_fence(memory_order_seq_cst);

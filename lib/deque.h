@@ -17,7 +17,7 @@ struct weft__dqbuf {
 #define WEFT__STEAL_EMPTY ((struct weft__job *)0)
 #define WEFT__STEAL_ABORT ((struct weft__job *)1) /* lost a race; worth retrying */
 
-int  weft__deque_init(struct weft__deque *dq, const _Atomic(uint32_t) *sleep_state);
+int  weft__deque_init(struct weft__deque *dq);
 void weft__deque_free(struct weft__deque *dq);
 /* Owner only. */
 int  weft__deque_push(struct weft__deque *dq, struct weft__job *job);
@@ -32,5 +32,13 @@ int  weft__deque_grow(struct weft__deque *dq);
  * (and then weft__fence_full makes the owner side fence too). */
 void weft__heavy_barrier(void);
 void weft__barrier_init(void);
+extern int weft__fence_full;
+
+/* Deque slots tag spawned frames (which have a scope) with the low bit. */
+#define WEFT__FRAME_TAG ((uintptr_t)1)
+static inline struct weft__job *weft__tag_frame(struct weft__job *f)
+{
+    return (struct weft__job *)((uintptr_t)f | WEFT__FRAME_TAG);
+}
 
 #endif

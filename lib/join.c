@@ -69,9 +69,10 @@ void weft__latch_wait(struct weft__worker *w, struct weft__latch *l)
 }
 
 WEFT_API int weft__join_finish(struct weft__worker *w, struct weft__job *job,
-                               int64_t i, int64_t t, int ra)
+                               int64_t t, int ra)
 {
     struct weft__deque *dq = &w->dq;
+    int64_t i = job->idx;
     if (t >= 0) {
         /* weft_join stored bottom = i and read top t >= i. */
         bool mine = false;

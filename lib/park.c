@@ -12,12 +12,15 @@
  * looks at every deque and the injector once more before it sleeps on its own
  * futex word.
  *
- * Why nothing is lost: a push stores bottom and then loads the word (with only a
- * compiler barrier between: weft.h, deque.c). The parker RMWs the word and then runs
- * membarrier() before its last look. Either the pusher's store precedes the barrier
- * membarrier() forces on it, and the last look sees the job; or the pusher's load
- * follows that barrier, and then it sees the parker counted as a sleeper with nobody
- * searching (the parker stopped searching in the same RMW) and wakes one. A wake for
+ * Why nothing is lost: pushes must not pay for a look at the shared word, so a
+ * parker that leaves nobody searching *pokes* every deque (a flag on the owner's own
+ * cache line) after its RMW of the word, then runs membarrier() before its last look.
+ * A push stores bottom and then loads its poke, with only a compiler barrier between
+ * (weft.h, scope.c). Either the pusher's store precedes the barrier membarrier()
+ * forces on it, and the last look sees the job; or the pusher's poke load follows
+ * that barrier and sees the poke, and the pusher clears it and looks at the word
+ * (weft__push_poked): a sleeper with nobody searching, so it wakes one. Without
+ * membarrier (old kernels, seccomp) pokes never clear and every push fences. A wake for
  * a specific worker (a latch it waits on, shutdown) is a store of 1 to its futex word
  * after removing it from the idle stack under idle_mu; the parker clears the word
  * under the same lock when it announces itself, and re-checks its condition after.
@@ -130,9 +133,22 @@ void weft__notify_work(weft_pool *pool)
         weft__unpark_one(pool);
 }
 
-WEFT_API void weft__wake_for_push(struct weft__worker *w)
+/* A push found its deque poked: a worker went to sleep with nobody left searching
+ * since the last look. Clear the poke and wake a sleeper if that is still so. */
+WEFT_API void weft__push_poked(struct weft__worker *w)
 {
-    weft__unpark_one(w->pool);
+    weft_pool *pool = w->pool;
+    if (w->dq.fence_full) {
+        /* No membarrier: the parker cannot see our bottom store unless we fence. */
+        atomic_thread_fence(memory_order_seq_cst);
+    } else {
+        /* acq_rel RMW: reads the newest poke; its acquire pairs with the release
+         * store in weft__park(), so the load below sees that parker's RMW of the
+         * word. A poke stored after this exchange stays for our next push. */
+        atomic_exchange_explicit(&w->dq.poke, 0, memory_order_acq_rel);
+        atomic_thread_fence(memory_order_seq_cst); /* our bottom store vs the load */
+    }
+    weft__notify_work(pool);
 }
 
 /* Sleep until woken. The caller is searching and found nothing; returns searching.
@@ -147,9 +163,16 @@ void weft__park(struct weft__worker *w, const _Atomic(uint32_t) *until)
     pool->idle[pool->nidle++] = w;
     atomic_store_explicit(&w->wake, 0, memory_order_relaxed);
     /* seq_cst RMW: searching -> sleeping in one step; pairs with the pushers' load. */
-    atomic_fetch_add_explicit(&pool->sleep_state, WEFT__SLEEP_ONE - WEFT__SEARCH_ONE,
-                              memory_order_seq_cst);
+    uint32_t prev = atomic_fetch_add_explicit(&pool->sleep_state,
+                                              WEFT__SLEEP_ONE - WEFT__SEARCH_ONE,
+                                              memory_order_seq_cst);
     pthread_mutex_unlock(&pool->idle_mu);
+    if ((prev & 0xffffu) == WEFT__SEARCH_ONE && !weft__fence_full) {
+        /* Nobody searches now: make every owner's next push look at the word.
+         * Release: pairs with the exchange in weft__push_poked(). */
+        for (unsigned k = 0; k < pool->nthreads; k++)
+            atomic_store_explicit(&pool->workers[k]->dq.poke, 1, memory_order_release);
+    }
     WEFT_DBG_YIELD();
 
     /* StoreLoad for every pusher at once: pairs with the compiler-only fence between

@@ -253,7 +253,7 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
         if (!w->rng)
             w->rng = 1;
         atomic_init(&w->wake, 0);
-        if (weft__deque_init(&w->dq, &pool->sleep_state) != 0 ||
+        if (weft__deque_init(&w->dq) != 0 ||
             victims_init(pool, w) != 0) {
             pool_free(pool);
             return -ENOMEM;

@@ -87,6 +87,7 @@ static inline struct weft__worker *weft__worker_of(const weft_pool *pool)
 }
 
 /* worker.c */
+/* job as a deque slot holds it: spawned frames carry WEFT__FRAME_TAG. */
 void weft__run_job(struct weft__worker *w, struct weft__job *job);
 /* Run other work until *word reads 1 (a latch's state or the pool's stop word). */
 void weft__help_until(struct weft__worker *w, const _Atomic(uint32_t) *word);
@@ -119,5 +120,7 @@ void weft__run_frame(struct weft__worker *w, struct weft__job *f);
 
 #define WEFT__SEARCH_ONE 1u
 #define WEFT__SLEEP_ONE  (1u << 16)
+/* Parking word: a sleeper exists and nobody is searching. */
+#define WEFT__NEED_WAKE(s) ((s) >= WEFT__SLEEP_ONE && ((s) & 0xffffu) == 0)
 
 #endif

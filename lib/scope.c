@@ -60,15 +60,14 @@ static int push_frame(weft_pool *pool, struct weft__worker *w, struct weft__job 
         weft__inject(pool, f);
         return 0;
     }
-    int err = weft__deque_push(&w->dq, f);
+    int err = weft__deque_push(&w->dq, weft__tag_frame(f));
     if (err)
         return err;
-    /* StoreLoad between the push and the parking-word load, as in weft_join. */
-    if (weft__fence_full)
-        atomic_thread_fence(memory_order_seq_cst);
-    else
-        atomic_signal_fence(memory_order_seq_cst);
-    weft__notify_work(pool);
+    /* As in weft_join: StoreLoad between the bottom store and the poke load pairs
+     * with the membarrier() of a parking worker (park.c). */
+    atomic_signal_fence(memory_order_seq_cst);
+    if (WEFT_UNLIKELY(atomic_load_explicit(&w->dq.poke, memory_order_relaxed) != 0))
+        weft__push_poked(w);
     return 0;
 }
 

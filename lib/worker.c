@@ -69,7 +69,9 @@ struct weft__job *weft__inject_pop(weft_pool *pool)
         return NULL;
     pthread_mutex_lock(&pool->inj_mu);
     struct weft__job *job = pool->inj_head;
+    struct weft__job *ret = NULL;
     if (job) {
+        ret = job->scope ? weft__tag_frame(job) : job;
         pool->inj_head = job->next;
         if (!pool->inj_head)
             pool->inj_tail = NULL;
@@ -78,7 +80,7 @@ struct weft__job *weft__inject_pop(weft_pool *pool)
                               memory_order_relaxed);
     }
     pthread_mutex_unlock(&pool->inj_mu);
-    return job;
+    return ret;
 }
 
 /* After the heavy barrier: is there anything a worker could take? */
@@ -92,10 +94,11 @@ bool weft__work_visible(weft_pool *pool)
     return false;
 }
 
+/* job: as a deque slot holds it (spawned frames tagged). */
 void weft__run_job(struct weft__worker *w, struct weft__job *job)
 {
-    if (job->scope) {
-        weft__run_frame(w, job);
+    if ((uintptr_t)job & WEFT__FRAME_TAG) {
+        weft__run_frame(w, (struct weft__job *)((uintptr_t)job & ~WEFT__FRAME_TAG));
         return;
     }
     /* A join or run job: its owner waits on the latch; job memory is the owner's
