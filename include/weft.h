@@ -215,8 +215,9 @@ typedef struct weft_stats {
     uint64_t io_ops;      /* I/O calls made from inside tasks */
 } weft_stats;
 
-/* Sum of the pool's counters; all zero for NULL. Thread context: any thread
- * (the figures are a racy snapshot while the pool runs). */
+/* Sum of the pool's counters. NULL: the calling worker's pool, else the default
+ * pool if it exists, else all zero. Thread context: any thread (the figures are a
+ * racy snapshot while the pool runs). */
 WEFT_API void weft_pool_stats(const weft_pool *pool, weft_stats *out);
 
 /* ------------------------------------------------------------------------------

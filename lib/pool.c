@@ -30,6 +30,8 @@
 
 WEFT_API __thread struct weft__worker *weft__self __attribute__((tls_model("initial-exec")));
 
+/* Lock order: create_mu, then pools_mu. */
+static pthread_mutex_t create_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t pools_mu = PTHREAD_MUTEX_INITIALIZER;
 static weft_pool *pools;            /* all live pools, for the fork handler */
 static weft_pool *default_pool;
@@ -64,12 +66,14 @@ void weft__dbg_yield(void)
 
 static void atfork_prepare(void)
 {
+    pthread_mutex_lock(&create_mu);
     pthread_mutex_lock(&pools_mu);
 }
 
 static void atfork_parent(void)
 {
     pthread_mutex_unlock(&pools_mu);
+    pthread_mutex_unlock(&create_mu);
 }
 
 static void atfork_child(void)
@@ -80,6 +84,7 @@ static void atfork_child(void)
     default_pool = NULL;   /* a fresh default pool on first use */
     weft__self = NULL;     /* fork() from inside a task: this thread is no worker */
     pthread_mutex_init(&pools_mu, NULL);
+    pthread_mutex_init(&create_mu, NULL);
 }
 
 static void global_init(void)
@@ -362,7 +367,6 @@ WEFT_API weft_pool *weft_default_pool(void)
     pthread_mutex_unlock(&pools_mu);
     if (p)
         return p;
-    static pthread_mutex_t create_mu = PTHREAD_MUTEX_INITIALIZER;
     pthread_mutex_lock(&create_mu);
     pthread_mutex_lock(&pools_mu);
     p = default_pool;
@@ -427,8 +431,19 @@ WEFT_API void weft_pool_stats(const weft_pool *pool, weft_stats *out)
     if (!out)
         return;
     memset(out, 0, sizeof(*out));
-    if (!pool)
-        return;
+    if (!pool) {
+        /* NULL: the calling worker's pool, else the default pool if it exists. */
+        struct weft__worker *w = weft__self;
+        if (w) {
+            pool = w->pool;
+        } else {
+            pthread_mutex_lock(&pools_mu);
+            pool = default_pool;
+            pthread_mutex_unlock(&pools_mu);
+        }
+        if (!pool)
+            return;
+    }
     out->spawns = atomic_load_explicit(&((weft_pool *)pool)->ext_spawns, memory_order_relaxed);
     for (unsigned i = 0; i < pool->nthreads; i++) {
         struct weft__counters *c = &pool->workers[i]->stats;

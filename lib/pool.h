@@ -38,10 +38,11 @@ struct weft__worker {
     unsigned ngroups;
     /* Spawn frames (task.c): owner-private free list. */
     struct weft__job *free_frames;
-    unsigned nfree;
     /* Parking (park.c). wake is the futex word; parked is guarded by pool->idle_mu. */
     alignas(64) _Atomic(uint32_t) wake;
     bool parked;
+    /* Frames of this worker finished by others (task.c): a Treiber stack. */
+    alignas(64) _Atomic(struct weft__job *) remote_frames;
     alignas(64) struct weft__counters stats;
 };
 

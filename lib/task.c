@@ -2,12 +2,16 @@
 /*
  * Spawn frames. A weft_spawn needs a record that outlives the spawner's stack frame:
  * the job, the scope it belongs to and up to 64 bytes of copied arguments. Frames are
- * recycled: each worker keeps a private free list (no lock, no atomic), a frame is
- * returned to the list of the worker that ran it, and lists that grow past a bound
- * hand a batch back to the pool's shared list, so a steady state of spawning does no
- * malloc at all even when one worker spawns and another runs. Frames come in slabs
- * that live until the pool is destroyed; a slab comes from a private jemalloc arena
- * when weft is built with jemalloc (-Djemalloc=enabled), else from malloc.
+ * recycled and always go back to the worker that handed them out (their home), the
+ * way mimalloc returns blocks to the heap of the thread that owns them: the home
+ * worker keeps a private free list (no lock, no atomic); a frame finished on another
+ * worker is pushed onto its home's remote-free stack (one CAS), and the home takes
+ * the whole stack with one exchange when its private list runs dry. So a worker
+ * needs no more frames than it ever had in flight at once, and once a workload has
+ * reached its peak, spawning does no malloc at all, whoever runs the tasks. Frames
+ * spawned from outside threads come from the pool's shared list (under a lock).
+ * Frames come in slabs that live until the pool is destroyed: from a private
+ * jemalloc arena when weft is built with -Djemalloc=enabled, else from malloc.
  */
 #define _GNU_SOURCE
 #include "pool.h"
@@ -22,8 +26,14 @@
 
 struct frame {
     struct weft__job job;
+    struct weft__worker *home;   /* worker whose lists it returns to; NULL: shared */
     alignas(16) unsigned char args[64];
 };
+
+static inline struct frame *frame_of(struct weft__job *j)
+{
+    return (struct frame *)(void *)j;
+}
 
 struct slab {
     struct slab *next;
@@ -32,7 +42,6 @@ struct slab {
 };
 
 #define SLAB_FRAMES 64u
-#define LOCAL_MAX   (4 * SLAB_FRAMES)  /* past this a worker gives a batch back */
 
 void *weft__frame_args(struct weft__job *f)
 {
@@ -100,11 +109,17 @@ static int refill_locked(weft_pool *pool)
 /* A frame, or NULL when out of memory. w: the calling worker of pool, or NULL. */
 struct weft__job *weft__frame_get(weft_pool *pool, struct weft__worker *w)
 {
-    if (w && WEFT_LIKELY(w->free_frames != NULL)) {
+    if (w) {
         struct weft__job *f = w->free_frames;
-        w->free_frames = f->next;
-        w->nfree--;
-        return f;
+        if (WEFT_UNLIKELY(!f)) {
+            /* Acquire: pairs with the release CAS in weft__frame_put(), so the
+             * frames' links written by other workers are visible. */
+            f = atomic_exchange_explicit(&w->remote_frames, NULL, memory_order_acquire);
+        }
+        if (WEFT_LIKELY(f != NULL)) {
+            w->free_frames = f->next;
+            return f;
+        }
     }
     pthread_mutex_lock(&pool->frames_mu);
     if (!pool->frames && refill_locked(pool) != 0) {
@@ -114,39 +129,40 @@ struct weft__job *weft__frame_get(weft_pool *pool, struct weft__worker *w)
     struct weft__job *f = pool->frames;
     pool->frames = f->next;
     pool->nframes--;
+    frame_of(f)->home = w;
     if (w) {
-        /* Take a batch for the private list while we hold the lock. */
-        while (pool->frames && w->nfree < SLAB_FRAMES) {
+        /* Adopt a batch for the private list while we hold the lock. */
+        for (unsigned k = 1; k < SLAB_FRAMES && pool->frames; k++) {
             struct weft__job *g = pool->frames;
             pool->frames = g->next;
             pool->nframes--;
+            frame_of(g)->home = w;
             g->next = w->free_frames;
             w->free_frames = g;
-            w->nfree++;
         }
     }
     pthread_mutex_unlock(&pool->frames_mu);
     return f;
 }
 
+/* f has finished; w is the worker that ran it (frames only run on workers). */
 void weft__frame_put(weft_pool *pool, struct weft__worker *w, struct weft__job *f)
 {
-    if (w) {
+    struct weft__worker *home = frame_of(f)->home;
+    if (WEFT_LIKELY(home == w && w)) {
         f->next = w->free_frames;
         w->free_frames = f;
-        if (WEFT_LIKELY(++w->nfree <= LOCAL_MAX))
-            return;
-        /* Too many (this worker runs what others spawn): give a slab's worth back. */
-        struct weft__job *head = w->free_frames, *tail = head;
-        for (unsigned k = 1; k < SLAB_FRAMES; k++)
-            tail = tail->next;
-        w->free_frames = tail->next;
-        w->nfree -= SLAB_FRAMES;
-        pthread_mutex_lock(&pool->frames_mu);
-        tail->next = pool->frames;
-        pool->frames = head;
-        pool->nframes += SLAB_FRAMES;
-        pthread_mutex_unlock(&pool->frames_mu);
+        return;
+    }
+    if (home) {
+        struct weft__job *head = atomic_load_explicit(&home->remote_frames,
+                                                      memory_order_relaxed);
+        do {
+            f->next = head;
+            /* Release: publishes f->next to the home's exchange in frame_get(). */
+        } while (!atomic_compare_exchange_weak_explicit(&home->remote_frames, &head, f,
+                                                        memory_order_release,
+                                                        memory_order_relaxed));
         return;
     }
     pthread_mutex_lock(&pool->frames_mu);
