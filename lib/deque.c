@@ -24,6 +24,14 @@
  * per steal; steals are rare in fork-join, pops are not. The same pairing serves
  * the pusher/parker handshake (park.c). Where membarrier is not available (old
  * kernel, seccomp) both sides use the paper's fences (weft__fence_full).
+ *
+ * Only weft_join's inline pop skips the fence, and it only ever pops its own join
+ * job; weft__deque_pop() (the worker loop, scopes) always fences. So a thief whose
+ * slot holds a spawned frame (tagged) pairs with a fenced pop and needs only a
+ * plain fence: a scope whose tasks are stolen one by one does not IPI the spawner
+ * for every steal. The slot is read again after the fence, because the owner may
+ * have reused the index meanwhile; if it now holds a join job, the thief runs the
+ * membarrier after all.
  * Rejected: a THE-protocol lock on the last item (Cilk): a lock on the owner path;
  * Lace's split deque: needs the task stored in the slot, not a function pointer and
  * job on the caller's stack as weft's API has.
@@ -173,12 +181,10 @@ struct weft__job *weft__deque_pop(struct weft__deque *dq)
         return NULL;
     atomic_store_explicit(&dq->bottom, b, memory_order_relaxed);
     WEFT_DBG_YIELD();
-    /* StoreLoad between the bottom store and the top load: pairs with the heavy
-     * barrier in weft__deque_steal() (or is a real fence when weft__fence_full). */
-    if (dq->fence_full)
-        atomic_thread_fence(memory_order_seq_cst);
-    else
-        atomic_signal_fence(memory_order_seq_cst);
+    /* StoreLoad between the bottom store and the top load: pairs with the fence
+     * (frames) or heavy barrier (join jobs) in weft__deque_steal(). A real fence
+     * here, unlike weft_join's inline pop: see the top of the file. */
+    atomic_thread_fence(memory_order_seq_cst);
     int64_t t = atomic_load_explicit(&dq->top, memory_order_relaxed);
     if (t > b) { /* empty: a thief took the last one */
         atomic_store_explicit(&dq->bottom, b + 1, memory_order_relaxed);
@@ -216,17 +222,28 @@ struct weft__job *weft__deque_steal(struct weft__deque *dq)
     if (t >= b)
         return WEFT__STEAL_EMPTY; /* looks empty: no need for the barrier */
     WEFT_DBG_YIELD();
-    /* StoreLoad on the owner's behalf: pairs with the compiler-only fence between
-     * the bottom store and the top load in pop() and weft_join (see top of file). */
-    weft__heavy_barrier();
-    /* Acquire: as above; this is the load that counts. */
-    b = atomic_load_explicit(&dq->bottom, memory_order_acquire);
-    if (t >= b)
-        return WEFT__STEAL_EMPTY;
     /* Acquire: pairs with the release store of buf in weft__deque_grow(). */
     struct weft__dqbuf *buf = atomic_load_explicit(&dq->buf, memory_order_acquire);
     struct weft__job *job = atomic_load_explicit(&buf->slot[t & buf->mask],
                                                  memory_order_relaxed);
+    bool heavy = !((uintptr_t)job & WEFT__FRAME_TAG);
+    for (;;) {
+        /* StoreLoad on the owner's behalf. heavy: pairs with the compiler-only fence
+         * of weft_join's inline pop; else with the fence in weft__deque_pop(). */
+        if (heavy)
+            weft__heavy_barrier();
+        else
+            atomic_thread_fence(memory_order_seq_cst);
+        /* Acquire: as above; this is the load that counts. */
+        b = atomic_load_explicit(&dq->bottom, memory_order_acquire);
+        if (t >= b)
+            return WEFT__STEAL_EMPTY;
+        buf = atomic_load_explicit(&dq->buf, memory_order_acquire); /* as above */
+        job = atomic_load_explicit(&buf->slot[t & buf->mask], memory_order_relaxed);
+        if (heavy || ((uintptr_t)job & WEFT__FRAME_TAG))
+            break;
+        heavy = true; /* the index now holds a join job: the owner may not fence */
+    }
     WEFT_DBG_YIELD();
     /* seq_cst as in the paper: pairs with the CAS in pop() and other thieves'. */
     if (!atomic_compare_exchange_strong_explicit(&dq->top, &t, t + 1,
