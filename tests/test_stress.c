@@ -1,0 +1,469 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Randomised, bounded stress. Several outside threads at once drive one pool (1, 2,
+ * 4 or 8 workers on a small machine: oversubscribed) through a random mix of
+ *   - weft_join trees of random shape (balanced, lopsided, deep), some leaves failing;
+ *   - scopes whose tasks spawn more tasks, run joins, open nested scopes, under a
+ *     random weft_scope_limit, sometimes with one failing task;
+ *   - weft_par_for with random n and grain;
+ * each from outside (weft_run / weft_scope_run / weft_par_for from the thread) or
+ * from inside a task. Every shape comes from a seed, and a sequential walk of the
+ * same seed gives the exact expected sums, counts and error codes.
+ */
+#define _GNU_SOURCE
+#include "harness.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "weft.h"
+
+static _Atomic(int) bad_line;
+#define TCHECK(c)                                                                     \
+    do {                                                                              \
+        if (!(c)) {                                                                   \
+            int zero_ = 0;                                                            \
+            atomic_compare_exchange_strong(&bad_line, &zero_, __LINE__);              \
+        }                                                                             \
+    } while (0)
+
+static uint64_t mix(uint64_t x)
+{
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+static void spin(uint64_t x)
+{
+    for (volatile unsigned k = 0; k < (unsigned)(x & 127); k++)
+        ;
+    if ((x >> 7) % 64 == 0)
+        sched_yield();
+}
+
+/* ---- join trees ---------------------------------------------------------------- */
+
+struct jt {
+    uint64_t seed;
+    uint32_t size, depth;
+    uint32_t err_mod; /* 0: no leaf fails; else a leaf fails when mix % err_mod == 0 */
+    uint64_t sum, count;
+};
+
+static uint32_t jt_split(uint64_t seed, uint32_t size, uint32_t depth)
+{
+    uint64_t x = mix(seed ^ 3);
+    if (depth < 48 && (x & 15) == 0)
+        return (x & 16) ? 1 : size - 1; /* lopsided: one leaf off one side */
+    uint32_t k = size / 4 + (uint32_t)((x >> 8) % (size / 2 + 1));
+    if (k < 1)
+        k = 1;
+    if (k > size - 1)
+        k = size - 1;
+    return k;
+}
+
+static int jt_leaf(struct jt *t)
+{
+    uint64_t x = mix(t->seed);
+    t->sum = x & 0xffff;
+    t->count = 1;
+    if (t->err_mod && mix(t->seed ^ 0x55) % t->err_mod == 0)
+        return -(int)(1 + t->seed % 100);
+    return 0;
+}
+
+static int jt_run(void *p)
+{
+    struct jt *t = p;
+    if (t->size == 1) {
+        int r = jt_leaf(t);
+        if ((t->seed & 7) == 0)
+            spin(t->seed >> 3);
+        return r;
+    }
+    uint32_t k = jt_split(t->seed, t->size, t->depth);
+    struct jt a = {mix(t->seed ^ 1), k, t->depth + 1, t->err_mod, 0, 0};
+    struct jt b = {mix(t->seed ^ 2), t->size - k, t->depth + 1, t->err_mod, 0, 0};
+    int r = weft_join(jt_run, &a, jt_run, &b);
+    t->sum = a.sum + b.sum;
+    t->count = a.count + b.count;
+    return r;
+}
+
+/* The same tree, sequentially: what jt_run must produce. */
+static int jt_ref(struct jt *t)
+{
+    if (t->size == 1)
+        return jt_leaf(t);
+    uint32_t k = jt_split(t->seed, t->size, t->depth);
+    struct jt a = {mix(t->seed ^ 1), k, t->depth + 1, t->err_mod, 0, 0};
+    struct jt b = {mix(t->seed ^ 2), t->size - k, t->depth + 1, t->err_mod, 0, 0};
+    int ra = jt_ref(&a), rb = jt_ref(&b);
+    t->sum = a.sum + b.sum;
+    t->count = a.count + b.count;
+    return ra ? ra : rb; /* weft_join: a's error, else b's */
+}
+
+static void jt_make(struct jt *t, uint64_t seed)
+{
+    uint64_t x = mix(seed);
+    memset(t, 0, sizeof(*t));
+    t->seed = seed;
+    t->size = 1 + (uint32_t)(x % ((x >> 40) % 4 == 0 ? 20000 : 2000));
+    t->err_mod = (x >> 20) % 4 == 0 ? 1000 : 0;
+}
+
+/* ---- scope trees ---------------------------------------------------------------- */
+
+struct sc {
+    weft_scope *s;
+    uint64_t seed;
+    unsigned roots, maxdepth, limit;
+    uint64_t fail_seed; /* the one task that fails (0: none) */
+    _Atomic(uint64_t) sum, count;
+};
+
+struct sc_arg {
+    struct sc *c;
+    uint64_t seed;
+    uint32_t depth;
+};
+
+static int sc_task(void *p);
+
+/* An inner scope opened from a task: a few flat spawns. */
+struct inner {
+    uint64_t seed;
+    _Atomic(uint64_t) sum;
+};
+
+struct inner_arg {
+    struct inner *in;
+    uint64_t k;
+};
+
+static int inner_task(void *p)
+{
+    struct inner *in = ((struct inner_arg *)p)->in;
+    uint64_t k = ((struct inner_arg *)p)->k;
+    atomic_fetch_add_explicit(&in->sum, mix(in->seed ^ k) & 0xff, memory_order_relaxed);
+    return 0;
+}
+
+static int inner_body(weft_scope *s, void *arg)
+{
+    struct inner *in = arg;
+    unsigned n = 1 + (unsigned)(mix(in->seed) % 16);
+    for (uint64_t k = 0; k < n; k++) {
+        struct inner_arg a = {in, k};
+        TCHECK(weft_spawn_copy(s, inner_task, &a, sizeof(a)) == 0);
+    }
+    return 0;
+}
+
+static uint64_t inner_ref(uint64_t seed)
+{
+    unsigned n = 1 + (unsigned)(mix(seed) % 16);
+    uint64_t sum = 0;
+    for (uint64_t k = 0; k < n; k++)
+        sum += mix(seed ^ k) & 0xff;
+    return sum;
+}
+
+static unsigned sc_children(const struct sc *c, uint64_t seed, uint32_t depth)
+{
+    return depth < c->maxdepth ? (unsigned)(mix(seed ^ 7) % 4) : 0;
+}
+
+static int sc_task(void *p)
+{
+    struct sc_arg a = *(struct sc_arg *)p;
+    struct sc *c = a.c;
+    uint64_t x = mix(a.seed);
+    uint64_t v = x & 0xffff;
+    unsigned nch = sc_children(c, a.seed, a.depth);
+    for (unsigned k = 0; k < nch; k++) {
+        struct sc_arg ch = {c, mix(a.seed ^ (10 + k)), a.depth + 1};
+        int r = weft_spawn_copy(c->s, sc_task, &ch, sizeof(ch));
+        TCHECK(r == 0 || (r == -ECANCELED && c->fail_seed));
+    }
+    if ((x >> 20) % 8 == 0) { /* two join trees inside the task */
+        struct jt t1 = {mix(a.seed ^ 98), 1 + (uint32_t)((x >> 24) % 64), 0, 0, 0, 0};
+        struct jt t2 = {mix(a.seed ^ 99), 1 + (uint32_t)((x >> 44) % 64), 0, 0, 0, 0};
+        TCHECK(weft_join(jt_run, &t1, jt_run, &t2) == 0);
+        v += t1.sum + t2.sum;
+    }
+    if ((x >> 30) % 16 == 0) { /* a nested scope inside the task */
+        struct inner in = {mix(a.seed ^ 77), 0};
+        TCHECK(weft_scope_run(NULL, inner_body, &in) == 0);
+        v += atomic_load(&in.sum);
+    }
+    spin(x >> 36);
+    atomic_fetch_add_explicit(&c->sum, v, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->count, 1, memory_order_relaxed);
+    return a.seed == c->fail_seed ? -77 : 0;
+}
+
+/* Sequential walk of the tree under one task: adds its sum and count. */
+static void sc_ref_node(const struct sc *c, uint64_t seed, uint32_t depth, uint64_t *sum,
+                        uint64_t *count)
+{
+    uint64_t x = mix(seed);
+    uint64_t v = x & 0xffff;
+    unsigned nch = sc_children(c, seed, depth);
+    for (unsigned k = 0; k < nch; k++)
+        sc_ref_node(c, mix(seed ^ (10 + k)), depth + 1, sum, count);
+    if ((x >> 20) % 8 == 0) {
+        struct jt t1 = {mix(seed ^ 98), 1 + (uint32_t)((x >> 24) % 64), 0, 0, 0, 0};
+        struct jt t2 = {mix(seed ^ 99), 1 + (uint32_t)((x >> 44) % 64), 0, 0, 0, 0};
+        jt_ref(&t1);
+        jt_ref(&t2);
+        v += t1.sum + t2.sum;
+    }
+    if ((x >> 30) % 16 == 0)
+        v += inner_ref(mix(seed ^ 77));
+    *sum += v;
+    *count += 1;
+}
+
+static uint64_t sc_root_seed(const struct sc *c, unsigned i)
+{
+    return mix(c->seed ^ (0x1000 + i));
+}
+
+static int sc_body(weft_scope *s, void *arg)
+{
+    struct sc *c = arg;
+    c->s = s;
+    if (c->limit)
+        weft_scope_limit(s, c->limit);
+    for (unsigned i = 0; i < c->roots; i++) {
+        struct sc_arg a = {c, sc_root_seed(c, i), 0};
+        int r = weft_spawn_copy(s, sc_task, &a, sizeof(a));
+        TCHECK(r == 0 || (r == -ECANCELED && c->fail_seed));
+        if (r)
+            break;
+    }
+    return 0;
+}
+
+static int sc_in_task(void *arg)
+{
+    return weft_scope_run(NULL, sc_body, arg);
+}
+
+static void sc_make(struct sc *c, uint64_t seed)
+{
+    uint64_t x = mix(seed);
+    memset(c, 0, sizeof(*c));
+    c->seed = seed;
+    c->roots = 1 + (unsigned)(x % 64);
+    c->maxdepth = (unsigned)((x >> 8) % 6);
+    c->limit = (x >> 16) % 4 == 0 ? 1 + (unsigned)((x >> 18) % 3) : 0;
+    if ((x >> 24) % 8 == 0) /* one root fails */
+        c->fail_seed = sc_root_seed(c, (unsigned)((x >> 32) % c->roots));
+    atomic_init(&c->sum, 0);
+    atomic_init(&c->count, 0);
+}
+
+/* ---- loops ------------------------------------------------------------------------ */
+
+struct pf {
+    size_t n, grain;
+    _Atomic(uint64_t) sum, count;
+};
+
+static int pf_range(void *ctx, size_t lo, size_t hi)
+{
+    struct pf *f = ctx;
+    TCHECK(lo < hi && hi <= f->n);
+    TCHECK(!f->grain || hi - lo <= f->grain);
+    uint64_t s = 0;
+    for (size_t i = lo; i < hi; i++)
+        s += i * 3 + 1;
+    atomic_fetch_add_explicit(&f->sum, s, memory_order_relaxed);
+    atomic_fetch_add_explicit(&f->count, hi - lo, memory_order_relaxed);
+    return 0;
+}
+
+static int pf_in_task(void *arg)
+{
+    struct pf *f = arg;
+    return weft_par_for(NULL, f->n, f->grain, pf_range, f);
+}
+
+/* ---- one round ---------------------------------------------------------------------- */
+
+/* Runs one random piece of work on pool from the calling (outside) thread and checks
+ * it. Returns the kind, for the statistics. */
+static unsigned one_round(weft_pool *pool, uint64_t seed)
+{
+    uint64_t x = mix(seed);
+    unsigned kind = (unsigned)(x % 6);
+    switch (kind) {
+    case 0:
+    case 1: { /* join tree, through weft_run */
+        struct jt t, ref;
+        jt_make(&t, seed);
+        ref = t;
+        int want = jt_ref(&ref);
+        int got = weft_run(pool, jt_run, &t);
+        TCHECK(got == want);
+        TCHECK(t.sum == ref.sum);
+        TCHECK(t.count == ref.count && t.count == t.size);
+        break;
+    }
+    case 2:
+    case 3: { /* scope tree, body outside or in a task */
+        struct sc *c = malloc(sizeof(*c));
+        TCHECK(c != NULL);
+        if (!c)
+            break;
+        sc_make(c, seed);
+        int r = kind == 2 ? weft_scope_run(pool, sc_body, c) : weft_run(pool, sc_in_task, c);
+        uint64_t sum = 0, count = 0;
+        for (unsigned i = 0; i < c->roots; i++)
+            sc_ref_node(c, sc_root_seed(c, i), 0, &sum, &count);
+        if (c->fail_seed) {
+            TCHECK(r == -77);
+            TCHECK(atomic_load(&c->count) <= count);
+        } else {
+            TCHECK(r == 0);
+            TCHECK(atomic_load(&c->sum) == sum);
+            TCHECK(atomic_load(&c->count) == count);
+        }
+        free(c);
+        break;
+    }
+    case 4:
+    case 5: { /* par_for, from outside or in a task */
+        struct pf f = {.n = (size_t)((x >> 8) % 50000)};
+        f.grain = (x >> 30) % 3 == 0 ? 0 : 1 + (size_t)((x >> 32) % 2000);
+        atomic_init(&f.sum, 0);
+        atomic_init(&f.count, 0);
+        int r = kind == 4 ? weft_par_for(pool, f.n, f.grain, pf_range, &f)
+                          : weft_run(pool, pf_in_task, &f);
+        TCHECK(r == 0);
+        uint64_t n = f.n;
+        TCHECK(atomic_load(&f.count) == n);
+        TCHECK(atomic_load(&f.sum) == (n ? 3 * n * (n - 1) / 2 + n : 0));
+        break;
+    }
+    }
+    return kind;
+}
+
+struct driver {
+    weft_pool *pool;
+    unsigned rounds;
+    uint64_t seed;
+    unsigned kinds[6];
+};
+
+static void *driver_main(void *p)
+{
+    struct driver *d = p;
+    for (unsigned r = 0; r < d->rounds; r++)
+        d->kinds[one_round(d->pool, mix(d->seed + r))]++;
+    return NULL;
+}
+
+#define DRIVERS 3
+
+static void stress_on(weft_pool *pool, unsigned rounds, uint64_t seed)
+{
+    atomic_store(&bad_line, 0);
+    pthread_t th[DRIVERS];
+    struct driver d[DRIVERS];
+    for (unsigned i = 0; i < DRIVERS; i++) {
+        d[i] = (struct driver){pool, rounds, seed * 1000003u + i, {0}};
+        cr_assert_eq(pthread_create(&th[i], NULL, driver_main, &d[i]), 0);
+    }
+    unsigned kinds[6] = {0};
+    for (unsigned i = 0; i < DRIVERS; i++) {
+        pthread_join(th[i], NULL);
+        for (unsigned k = 0; k < 6; k++)
+            kinds[k] += d[i].kinds[k];
+    }
+    int line = atomic_load(&bad_line);
+    cr_assert_eq(line, 0, "check at test_stress.c:%d failed (seed %llu)", line,
+                 (unsigned long long)seed);
+    weft_stats st;
+    weft_pool_stats(pool, &st);
+    cr_log_info("stress %u workers: join %u scope %u loop %u; spawns %llu steals %llu "
+                "parks %llu",
+                weft_pool_threads(pool), kinds[0] + kinds[1], kinds[2] + kinds[3],
+                kinds[4] + kinds[5], (unsigned long long)st.spawns,
+                (unsigned long long)st.steals, (unsigned long long)st.parks);
+}
+
+static void stress_pool(unsigned threads, unsigned rounds, uint64_t seed)
+{
+    weft_pool *pool = NULL;
+    weft_pool_options o = {.threads = threads};
+    cr_assert_eq(weft_pool_create(&pool, &o), 0);
+    stress_on(pool, rounds, seed);
+    weft_pool_destroy(pool);
+}
+
+Test(stress, mixed_1_worker, .timeout = 300) { stress_pool(1, SCALED(1500), 1); }
+Test(stress, mixed_2_workers, .timeout = 300) { stress_pool(2, SCALED(3000), 2); }
+Test(stress, mixed_4_workers, .timeout = 300) { stress_pool(4, SCALED(3000), 3); }
+Test(stress, mixed_8_workers, .timeout = 300) { stress_pool(8, SCALED(3000), 4); }
+
+Test(stress, mixed_default_pool, .timeout = 300)
+{
+    weft_pool *d = weft_default_pool();
+    cr_assert_not_null(d);
+    stress_on(d, SCALED(1500), 5);
+}
+
+/* Two pools at once, and tasks of one pool calling into the other. */
+struct cross {
+    weft_pool *other;
+    uint64_t seed;
+};
+
+static int cross_task(void *p)
+{
+    struct cross *c = p;
+    one_round(c->other, c->seed); /* from a worker of another pool: an outside caller */
+    return 0;
+}
+
+static void *cross_main(void *p)
+{
+    struct driver *d = p;
+    struct cross c = {d->pool, 0};
+    for (unsigned r = 0; r < d->rounds; r++) {
+        c.seed = mix(d->seed + r);
+        TCHECK(weft_run(NULL, cross_task, &c) == 0); /* default pool -> d->pool */
+    }
+    return NULL;
+}
+
+Test(stress, cross_pool, .timeout = 300)
+{
+    weft_pool *b = NULL;
+    weft_pool_options o = {.threads = 3};
+    cr_assert_eq(weft_pool_create(&b, &o), 0);
+    atomic_store(&bad_line, 0);
+    pthread_t th[2];
+    struct driver d[2];
+    for (unsigned i = 0; i < 2; i++) {
+        d[i] = (struct driver){b, SCALED(1500), 77 + i, {0}};
+        cr_assert_eq(pthread_create(&th[i], NULL, cross_main, &d[i]), 0);
+    }
+    for (unsigned i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    int line = atomic_load(&bad_line);
+    cr_assert_eq(line, 0, "check at test_stress.c:%d failed", line);
+    weft_pool_destroy(b);
+}
