@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "weft.h"
@@ -376,6 +377,7 @@ static int stream_run(weft_pool *pool, struct stream *st)
 
 static void check_stream_common(struct stream *st)
 {
+    cr_assert_eq(atomic_load(&st->in_sink), 0, "a sink call still runs after the loop returned");
     cr_assert_eq(atomic_load(&st->overlaps), 0, "%u sink calls overlapped another",
                  atomic_load(&st->overlaps));
     cr_assert_eq(atomic_load(&st->bad), 0, "%u bad sink runs (order, bounds or unfinished "
@@ -426,6 +428,56 @@ Test(par, stream_unordered_1_worker) { stream_sizes(1, false); }
 Test(par, stream_unordered_2_workers) { stream_sizes(2, false); }
 Test(par, stream_unordered_4_workers) { stream_sizes(4, false); }
 Test(par, stream_unordered_8_workers) { stream_sizes(8, false); }
+
+/* Runs pile up while the sink or the first item is slow: the ordered heap and the
+ * unordered queue grow (and the queue compacts) with the sink still never
+ * overlapping and every index handed over once. */
+struct slow {
+    struct stream st;
+    unsigned slow_sink_calls;   /* the first this many sink calls sleep */
+    bool slow_first_item;       /* item 0 sleeps */
+};
+
+static int slow_item(void *ctx, size_t i, void *slot)
+{
+    struct slow *s = ctx;
+    if (i == 0 && s->slow_first_item) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return item(&s->st.b, i, slot);
+}
+
+static int slow_sink(void *sctx, size_t first, size_t count, const void *slots)
+{
+    struct slow *s = sctx;
+    if (s->st.ncalls < s->slow_sink_calls) {
+        struct timespec ts = {0, 300 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return sink(&s->st, first, count, slots);
+}
+
+static void stream_slow(unsigned threads, bool ordered, bool slow_first)
+{
+    weft_pool *pool = make_pool(threads);
+    struct slow *s = calloc(1, sizeof(*s));
+    cr_assert_not_null(s);
+    stream_init(&s->st, (size_t)SCALED(300000), 8, ordered);
+    s->slow_sink_calls = slow_first ? 0 : 30;
+    s->slow_first_item = slow_first;
+    cr_assert_eq(weft_par_stream(pool, s->st.b.n, s->st.b.out, 8, slow_item, s, slow_sink, s,
+                                 ordered ? WEFT_ORDERED : 0), 0);
+    check_stream_ok(&s->st);
+    stream_free(&s->st);
+    free(s);
+    weft_pool_destroy(pool);
+}
+
+Test(par, stream_slow_sink_ordered) { stream_slow(2, true, false); stream_slow(4, true, false); }
+Test(par, stream_slow_sink_unordered) { stream_slow(2, false, false); stream_slow(4, false, false); }
+Test(par, stream_slow_first_item_ordered) { stream_slow(2, true, true); stream_slow(8, true, true); }
+Test(par, stream_slow_first_item_unordered) { stream_slow(2, false, true); stream_slow(8, false, true); }
 
 /* ------------------------------------------------------------------------------
  * Errors: the first error stops the loop and is returned; what did not run is
