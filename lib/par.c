@@ -138,8 +138,6 @@ static bool next_run(struct loop *l, struct run *out)
         while (l->nheap && l->heap[0].first == out->first + out->count)
             out->count += heap_pop(l).count;
         l->next = out->first + out->count;
-    } else if (l->head == l->cap && l->nheap == 0) {
-        l->head = 0;
     }
     if (l->nheap == 0)
         l->head = 0;
@@ -151,10 +149,11 @@ static void finished(struct loop *l, size_t lo, size_t hi)
 {
     pthread_mutex_lock(&l->mu);
     heap_push(l, (struct run){lo, hi - lo});
-    if (l->emitting || l->alloc_err) {
+    int alloc_err = l->alloc_err;
+    if (l->emitting || alloc_err) {
         pthread_mutex_unlock(&l->mu);
-        if (l->alloc_err)
-            set_err(l, l->alloc_err);
+        if (alloc_err)
+            set_err(l, alloc_err);
         return;
     }
     l->emitting = true;
