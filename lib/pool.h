@@ -77,6 +77,15 @@ struct weft_pool {
     weft_pool *next_pool;                 /* all pools, for the fork handler */
 };
 
+static inline void weft__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 /* pool.c */
 weft_pool *weft__pool_resolve(weft_pool *pool, int *err);
 int weft__pool_check(const weft_pool *pool);

@@ -35,15 +35,6 @@ static inline uint64_t rng_next(struct weft__worker *w)
     return w->rng = x;
 }
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 void weft__inject(weft_pool *pool, struct weft__job *job)
 {
     job->next = NULL;
@@ -173,7 +164,7 @@ static struct weft__job *find_work(struct weft__worker *w, const _Atomic(uint32_
             }
             if (round < SPIN_ROUNDS) {
                 for (unsigned k = 0; k < (32u << (round / 4)); k++)
-                    cpu_relax();
+                    weft__cpu_relax();
             } else {
                 sched_yield();
             }
