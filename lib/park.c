@@ -6,8 +6,8 @@
  * of local work, looking at other deques and the injector) and workers that are
  * *asleep*, both in one 32-bit word (low 16 bits searching, high 16 sleeping). A
  * push wakes a sleeper only when nobody is searching, since a searcher will find the
- * new job; a searcher that finds work and was the last searcher wakes one sleeper so
- * that someone keeps looking. A worker that gives up searching announces itself as
+ * new job; a searcher that finds work and was the last searcher wakes one sleeper if
+ * more work is in sight, so that someone keeps looking. A worker that gives up searching announces itself as
  * a sleeper (under idle_mu, one RMW on the word), then runs the heavy barrier and
  * looks at every deque and the injector once more before it sleeps on its own
  * futex word.
@@ -69,8 +69,10 @@ void weft__stop_searching(struct weft__worker *w)
     /* seq_cst: pairs with the pushers' load as above. */
     uint32_t prev = atomic_fetch_sub_explicit(&w->pool->sleep_state, WEFT__SEARCH_ONE,
                                               memory_order_seq_cst);
-    /* The last searcher found work: there may be more, keep one worker looking. */
-    if ((prev & 0xffffu) == 1 && prev >= WEFT__SLEEP_ONE)
+    /* The last searcher found work: if there is more in sight, keep one worker
+     * looking. (Waking one unconditionally, as Tokio does, puts a futex wake on
+     * the path of every task injected into an idle pool.) */
+    if ((prev & 0xffffu) == 1 && prev >= WEFT__SLEEP_ONE && weft__work_visible(w->pool))
         weft__unpark_one(w->pool);
 }
 
