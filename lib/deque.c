@@ -26,10 +26,12 @@
  * kernel, seccomp) both sides use the paper's fences (weft__fence_full).
  *
  * Only weft_join's inline pop skips the fence, and it only ever pops its own join
- * job; weft__deque_pop() (the worker loop, scopes) always fences. So a thief whose
- * slot holds a spawned frame (tagged) pairs with a fenced pop and needs only a
- * plain fence: a scope whose tasks are stolen one by one does not IPI the spawner
- * for every steal. The slot is read again after the fence, because the owner may
+ * job; weft__deque_pop() (the worker loop, scopes) and weft__join_fenced() (the
+ * loops) always fence. So a thief whose slot holds a spawned frame or a fenced join
+ * job (tagged, deque.h) pairs with a fenced pop and needs only a plain fence: a
+ * scope whose tasks are stolen one by one does not IPI the spawner for every steal,
+ * nor a loop for every split it loses (membarrier costs ~2 us here, on a VM, with
+ * a sibling running). The slot is read again after the fence, because the owner may
  * have reused the index meanwhile; if it now holds a join job, the thief runs the
  * membarrier after all.
  * Rejected: a THE-protocol lock on the last item (Cilk): a lock on the owner path;
@@ -226,7 +228,7 @@ struct weft__job *weft__deque_steal(struct weft__deque *dq)
     struct weft__dqbuf *buf = atomic_load_explicit(&dq->buf, memory_order_acquire);
     struct weft__job *job = atomic_load_explicit(&buf->slot[t & buf->mask],
                                                  memory_order_relaxed);
-    bool heavy = !((uintptr_t)job & WEFT__FRAME_TAG);
+    bool heavy = !((uintptr_t)job & WEFT__TAGS);
     for (;;) {
         /* StoreLoad on the owner's behalf. heavy: pairs with the compiler-only fence
          * of weft_join's inline pop; else with the fence in weft__deque_pop(). */
@@ -240,7 +242,7 @@ struct weft__job *weft__deque_steal(struct weft__deque *dq)
             return WEFT__STEAL_EMPTY;
         buf = atomic_load_explicit(&dq->buf, memory_order_acquire); /* as above */
         job = atomic_load_explicit(&buf->slot[t & buf->mask], memory_order_relaxed);
-        if (heavy || ((uintptr_t)job & WEFT__FRAME_TAG))
+        if (heavy || ((uintptr_t)job & WEFT__TAGS))
             break;
         heavy = true; /* the index now holds a join job: the owner may not fence */
     }

@@ -34,8 +34,13 @@ void weft__heavy_barrier(void);
 void weft__barrier_init(void);
 extern int weft__fence_full;
 
-/* Deque slots tag spawned frames (which have a scope) with the low bit. */
-#define WEFT__FRAME_TAG ((uintptr_t)1)
+/* Deque slots tag what they hold in the low bits. Spawned frames (which have a
+ * scope): FRAME. Join jobs whose owner pops them with a fence (weft__join_fenced,
+ * the loops): FENCED. Untagged: weft_join's inline jobs, popped without a fence.
+ * A thief needs membarrier() only for untagged slots (deque.c). */
+#define WEFT__FRAME_TAG  ((uintptr_t)1)
+#define WEFT__FENCED_TAG ((uintptr_t)2)
+#define WEFT__TAGS       (WEFT__FRAME_TAG | WEFT__FENCED_TAG)
 static inline struct weft__job *weft__tag_frame(struct weft__job *f)
 {
     return (struct weft__job *)((uintptr_t)f | WEFT__FRAME_TAG);

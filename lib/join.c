@@ -73,8 +73,11 @@ void weft__latch_wait(struct weft__worker *w, struct weft__latch *l)
         weft__futex_wait(&l->state, 2);
 }
 
-WEFT_API int weft__join_finish(struct weft__worker *w, struct weft__job *job,
-                               int64_t t, int ra)
+/* The slow end of a join. slot: the job as its deque slot holds it (tagged or not).
+ * t: the top weft_join read after storing bottom = job->idx, or -1 if it did not
+ * pop because bottom was not idx + 1. */
+static int finish(struct weft__worker *w, struct weft__job *job, struct weft__job *slot,
+                  int64_t t, int ra)
 {
     struct weft__deque *dq = &w->dq;
     int64_t i = job->idx;
@@ -97,7 +100,7 @@ WEFT_API int weft__join_finish(struct weft__worker *w, struct weft__job *job,
          * newest first, until we reach our own job or find it stolen. */
         for (;;) {
             struct weft__job *top = weft__deque_pop(dq);
-            if (top == job) {
+            if (top == slot) {
                 int rb = job->fn(job->arg);
                 return ra ? ra : rb;
             }
@@ -109,6 +112,49 @@ WEFT_API int weft__join_finish(struct weft__worker *w, struct weft__job *job,
     /* Stolen: help until the thief is done with it. */
     weft__latch_wait(w, &job->latch);
     return ra ? ra : job->result;
+}
+
+WEFT_API int weft__join_finish(struct weft__worker *w, struct weft__job *job,
+                               int64_t t, int ra)
+{
+    return finish(w, job, job, t, ra);
+}
+
+int weft__join_fenced(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
+{
+    struct weft__worker *w = weft__self;
+    if (!w || !a || !b)
+        return weft__join_outside(a, arg_a, b, arg_b);
+    struct weft__job job;
+    job.fn = b;
+    job.arg = arg_b;
+    atomic_init(&job.latch.state, 0);
+    struct weft__job *slot = (struct weft__job *)((uintptr_t)&job | WEFT__FENCED_TAG);
+    job.idx = atomic_load_explicit(&w->dq.bottom, memory_order_relaxed);
+    if (weft__deque_push(&w->dq, slot) != 0) { /* no memory to grow: run inline */
+        int ra = a(arg_a), rb = b(arg_b);
+        return ra ? ra : rb;
+    }
+    /* As in weft_join: StoreLoad between the bottom store and the poke load. */
+    atomic_signal_fence(memory_order_seq_cst);
+    if (WEFT_UNLIKELY(atomic_load_explicit(&w->dq.poke, memory_order_relaxed) != 0))
+        weft__push_poked(w);
+    int ra = a(arg_a);
+    w = weft__self;
+    struct weft__deque *dq = &w->dq;
+    int64_t i = job.idx, t = -1;
+    if (atomic_load_explicit(&dq->bottom, memory_order_relaxed) == i + 1) {
+        atomic_store_explicit(&dq->bottom, i, memory_order_relaxed);
+        /* StoreLoad between the bottom store and the top load; pairs with the plain
+         * fence a thief runs for tagged slots (deque.c). */
+        atomic_thread_fence(memory_order_seq_cst);
+        t = atomic_load_explicit(&dq->top, memory_order_relaxed);
+        if (t < i) {
+            int rb = b(arg_b);
+            return ra ? ra : rb;
+        }
+    }
+    return finish(w, &job, slot, t, ra);
 }
 
 struct join_args {

@@ -215,7 +215,7 @@ static int process(struct loop *l, size_t lo, size_t hi)
         if (hi - lo >= 2 && w && hungry(w)) {
             size_t mid = lo + (hi - lo) / 2;
             struct part a = {l, lo, mid}, b = {l, mid, hi};
-            return weft_join(part_run, &a, part_run, &b);
+            return weft__join_fenced(part_run, &a, part_run, &b);
         }
         size_t len = chunk < grain ? chunk : grain;
         if (len > hi - lo)

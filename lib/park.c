@@ -20,7 +20,9 @@
  * forces on it, and the last look sees the job; or the pusher's poke load follows
  * that barrier and sees the poke, and the pusher clears it and looks at the word
  * (weft__push_poked): a sleeper with nobody searching, so it wakes one. Without
- * membarrier (old kernels, seccomp) pokes never clear and every push fences. A wake for
+ * membarrier (old kernels, seccomp) pokes never clear and every push fences.
+ * The other way into "nobody searches, somebody sleeps" is the last searcher
+ * finding work: it pokes too, and wakes a sleeper if more work is in sight. A wake for
  * a specific worker (a latch it waits on, shutdown) is a store of 1 to its futex word
  * after removing it from the idle stack under idle_mu; the parker clears the word
  * under the same lock when it announces itself, and re-checks its condition after.
@@ -61,6 +63,21 @@ void weft__start_searching(struct weft__worker *w)
                               memory_order_seq_cst);
 }
 
+/* Nobody is searching and somebody sleeps: from now on a push must wake a sleeper.
+ * Poke every deque so that owners look at the word on their next push, then make
+ * pushes that did not see the poke visible (heavy barrier), for the caller's look. */
+static void poke_all(weft_pool *pool)
+{
+    if (!weft__fence_full) {
+        /* Release: pairs with the exchange in weft__push_poked(). */
+        for (unsigned k = 0; k < pool->nthreads; k++)
+            atomic_store_explicit(&pool->workers[k]->dq.poke, 1, memory_order_release);
+    }
+    /* StoreLoad for every pusher at once: pairs with the compiler-only fence between
+     * a push's bottom store and its poke load. */
+    weft__heavy_barrier();
+}
+
 void weft__stop_searching(struct weft__worker *w)
 {
     if (!w->searching)
@@ -69,11 +86,15 @@ void weft__stop_searching(struct weft__worker *w)
     /* seq_cst: pairs with the pushers' load as above. */
     uint32_t prev = atomic_fetch_sub_explicit(&w->pool->sleep_state, WEFT__SEARCH_ONE,
                                               memory_order_seq_cst);
-    /* The last searcher found work: if there is more in sight, keep one worker
-     * looking. (Waking one unconditionally, as Tokio does, puts a futex wake on
-     * the path of every task injected into an idle pool.) */
-    if ((prev & 0xffffu) == 1 && prev >= WEFT__SLEEP_ONE && weft__work_visible(w->pool))
-        weft__unpark_one(w->pool);
+    /* The last searcher found work while others sleep. Pushes from now on must wake
+     * someone (poke), and if more work is in sight already, wake one now. (Waking
+     * one unconditionally, as Tokio does, puts a futex wake on the path of every
+     * task injected into an idle pool.) */
+    if ((prev & 0xffffu) == 1 && prev >= WEFT__SLEEP_ONE) {
+        poke_all(w->pool);
+        if (weft__work_visible(w->pool))
+            weft__unpark_one(w->pool);
+    }
 }
 
 /* Pop a sleeper and move it to searching. Called with idle_mu held. */
@@ -169,17 +190,11 @@ void weft__park(struct weft__worker *w, const _Atomic(uint32_t) *until)
                                               WEFT__SLEEP_ONE - WEFT__SEARCH_ONE,
                                               memory_order_seq_cst);
     pthread_mutex_unlock(&pool->idle_mu);
-    if ((prev & 0xffffu) == WEFT__SEARCH_ONE && !weft__fence_full) {
-        /* Nobody searches now: make every owner's next push look at the word.
-         * Release: pairs with the exchange in weft__push_poked(). */
-        for (unsigned k = 0; k < pool->nthreads; k++)
-            atomic_store_explicit(&pool->workers[k]->dq.poke, 1, memory_order_release);
-    }
     WEFT_DBG_YIELD();
-
-    /* StoreLoad for every pusher at once: pairs with the compiler-only fence between
-     * a push's bottom store and its load of the word. */
-    weft__heavy_barrier();
+    if ((prev & 0xffffu) == WEFT__SEARCH_ONE)
+        poke_all(pool);     /* nobody searches now; ends with the heavy barrier */
+    else
+        weft__heavy_barrier(); /* as in poke_all(), for our own last look */
     /* Acquire: pairs with the release that set the word (latch_set, pool stop). */
     if (atomic_load_explicit(until, memory_order_acquire) == 1 ||
         weft__work_visible(pool)) {

@@ -115,7 +115,10 @@ void weft__notify_work(weft_pool *pool);
 void weft__futex_wait(_Atomic(uint32_t) *word, uint32_t val);
 void weft__futex_wake(_Atomic(uint32_t) *word, int n);
 
-/* latch (join.c) */
+/* join.c */
+/* weft_join whose pop fences, so that its steals need no membarrier: for callers
+ * that split rarely and lose splits often (the loops). */
+int weft__join_fenced(weft_fn a, void *arg_a, weft_fn b, void *arg_b);
 void weft__latch_set(struct weft__latch *l);
 void weft__latch_wait(struct weft__worker *w, struct weft__latch *l);
 

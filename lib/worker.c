@@ -92,6 +92,7 @@ void weft__run_job(struct weft__worker *w, struct weft__job *job)
         weft__run_frame(w, (struct weft__job *)((uintptr_t)job & ~WEFT__FRAME_TAG));
         return;
     }
+    job = (struct weft__job *)((uintptr_t)job & ~WEFT__FENCED_TAG);
     /* A join or run job: its owner waits on the latch; job memory is the owner's
      * and must not be touched after the latch is set. */
     job->result = job->fn(job->arg);
