@@ -181,10 +181,14 @@ static int run_chunk(struct loop *l, size_t lo, size_t hi)
     if (l->range_fn) {
         r = l->range_fn(l->ctx, lo, hi);
     } else {
-        char *slot = l->out + lo * l->elem_size;
-        for (size_t i = lo; i < hi; i++, slot += l->elem_size) {
-            r = l->item_fn(l->ctx, i, slot);
-            if (r) {
+        /* Locals, so the compiler keeps them in registers across the calls. */
+        int (*fn)(void *, size_t, void *) = l->item_fn;
+        void *ctx = l->ctx;
+        size_t es = l->elem_size;
+        char *slot = l->out + lo * es;
+        for (size_t i = lo; i < hi; i++, slot += es) {
+            r = fn(ctx, i, slot);
+            if (WEFT_UNLIKELY(r)) {
                 hi = i; /* items before i are done and may still be streamed */
                 break;
             }
