@@ -44,6 +44,7 @@
 #include <errno.h>
 #include <linux/membarrier.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -79,12 +80,15 @@ void weft__barrier_init(void)
 
 void weft__heavy_barrier(void)
 {
-    if (barrier_is_membarrier &&
-        syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
-        return;
-    /* membarrier() failed or is off: weft__fence_full is 1, so owners fence too. */
-    WEFT_ASSERT(weft__fence_full);
-    atomic_thread_fence(memory_order_seq_cst);
+    if (barrier_is_membarrier) {
+        if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
+            return;
+        /* Registered at start, so this cannot fail; if it did, owners that do not
+         * fence could hand one job to two workers. Stop rather than run on. */
+        fprintf(stderr, "weft: membarrier() failed: %s\n", strerror(errno));
+        abort();
+    }
+    atomic_thread_fence(memory_order_seq_cst); /* fallback: owners fence too */
 }
 
 static struct weft__dqbuf *buf_new(int64_t cap)
