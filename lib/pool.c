@@ -131,6 +131,9 @@ static void *worker_main(void *p)
     struct weft__worker *w = p;
     weft_pool *pool = w->pool;
     weft__self = w;
+    char name[16];
+    snprintf(name, sizeof(name), "weft-%u", w->id); /* shows in top -H, gdb, perf */
+    pthread_setname_np(pthread_self(), name);
     if (pool->flags & WEFT_POOL_PIN)
         (void)weft__topo_pin(pool->topo, w->id); /* best effort: a cpuset may forbid it */
     weft__help_until(w, &pool->stop);
