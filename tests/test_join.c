@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Fork-join: weft_join against closed forms, on 1, 2, 4 and 8 workers. */
+#define _GNU_SOURCE
 #include "harness.h"
 
 #include <errno.h>
