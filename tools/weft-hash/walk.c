@@ -202,7 +202,10 @@ static int visit(struct walk *w, struct dirnode *d, int fd, const char *name,
         if (err < 0)
             return push(d, d->path, d->len, name, type == DT_LNK ? WH_E_LINK : WH_E_ACCESS,
                         err, false);
-        if (S_ISDIR(st.stx_mode) && type == DT_LNK && is_ancestor(d, &st))
+        /* Under -L a directory reached through a link (also one the file system
+         * reports as DT_UNKNOWN) may be an ancestor; without -L only a bind mount
+         * could make it one, and this check does not run. */
+        if (follow && S_ISDIR(st.stx_mode) && is_ancestor(d, &st))
             return push(d, d->path, d->len, name, WH_E_FSLOOP, 0, false);
         type = S_ISREG(st.stx_mode) ? DT_REG : S_ISDIR(st.stx_mode) ? DT_DIR
              : S_ISLNK(st.stx_mode) ? DT_LNK : DT_UNKNOWN;
