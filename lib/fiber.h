@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Fibers: stacks for suspended tasks and the switch between them (design: fiber.c).
- * Present only where WEFT_HAVE_FIBERS is defined (x86-64 and aarch64); elsewhere a
- * task that must wait blocks its worker instead.
+ * Present only where WEFT_HAVE_FIBERS is defined (x86-64 and aarch64); elsewhere the
+ * scheduler has to do without them.
  *
  * Three layers, lowest first:
  *  - weft__ctx_*: the raw context switch in assembly (lib/arch/switch_<cpu>.S). No
@@ -16,10 +16,13 @@
  * thread-local address). A fiber suspended on thread A may be resumed on thread B:
  * weft__fiber_switch() then returns on B. The compiler assumes a function stays on
  * one thread, so it may compute the address of a thread-local variable once and
- * reuse it after a call (GCC bug 26461): on aarch64 it keeps the thread pointer
- * (tpidr_el0) in a register across calls, in PIC code it may reuse the result of
- * __tls_get_addr, and glibc declares __errno_location() const, so errno read after
- * the switch may be thread A's. So, after any call that may switch:
+ * reuse it after a call (GCC bug 26461): it keeps the thread pointer (tpidr_el0 on
+ * aarch64, %fs:0 on x86-64) or the result of __tls_get_addr in a register across
+ * calls, and glibc declares __errno_location() const, so errno read after the
+ * switch may be thread A's. (Seen with GCC 12 -O2 when tests/test_fiber.c's
+ * migration test read its thread-locals directly: after every move, on x86-64 the
+ * address of a thread-local and errno were thread A's; on aarch64 the value of a
+ * thread-local was.) So, after any call that may switch:
  *  - read thread-locals (weft__self, errno, ...) only through a function that is
  *    not inlined into the one that switched (WEFT__TLS_READER below), and
  *  - never use a thread-local address or a worker pointer computed before it.
