@@ -49,6 +49,12 @@ void weft__latch_set(struct weft__latch *l)
 
 void weft__latch_wait(struct weft__worker *w, struct weft__latch *l)
 {
+    weft__latch_wait_floor(w, l,
+                           w ? atomic_load_explicit(&w->dq.bottom, memory_order_relaxed) : 0);
+}
+
+void weft__latch_wait_floor(struct weft__worker *w, struct weft__latch *l, int64_t floor)
+{
     /* Acquire: pairs with the release in weft__latch_set. */
     if (atomic_load_explicit(&l->state, memory_order_acquire) == 1)
         return;
@@ -61,7 +67,7 @@ void weft__latch_wait(struct weft__worker *w, struct weft__latch *l)
                                                  memory_order_acquire))
         return;
     if (w) {
-        weft__help_until(w, &l->state);
+        weft__help_until(w, &l->state, floor);
         return;
     }
     /* A thread that is no worker sleeps at once. Spinning first was measured and

@@ -136,7 +136,7 @@ static void *worker_main(void *p)
     pthread_setname_np(pthread_self(), name);
     if (pool->flags & WEFT_POOL_PIN)
         (void)weft__topo_pin(pool->topo, w->id); /* best effort: a cpuset may forbid it */
-    weft__help_until(w, &pool->stop);
+    weft__help_until(w, &pool->stop, 0);
     weft__self = NULL;
     return NULL;
 }

@@ -100,7 +100,7 @@ static inline struct weft__worker *weft__worker_of(const weft_pool *pool)
 /* job as a deque slot holds it: spawned frames carry WEFT__FRAME_TAG. */
 void weft__run_job(struct weft__worker *w, struct weft__job *job);
 /* Run other work until *word reads 1 (a latch's state or the pool's stop word). */
-void weft__help_until(struct weft__worker *w, const _Atomic(uint32_t) *word);
+void weft__help_until(struct weft__worker *w, const _Atomic(uint32_t) *word, int64_t floor);
 void weft__inject(weft_pool *pool, struct weft__job *job);
 struct weft__job *weft__inject_pop(weft_pool *pool);
 bool weft__work_visible(weft_pool *pool);
@@ -121,6 +121,8 @@ void weft__futex_wake(_Atomic(uint32_t) *word, int n);
 int weft__join_fenced(weft_fn a, void *arg_a, weft_fn b, void *arg_b);
 void weft__latch_set(struct weft__latch *l);
 void weft__latch_wait(struct weft__worker *w, struct weft__latch *l);
+/* As weft__latch_wait, helping only with local jobs at or above floor (scopes). */
+void weft__latch_wait_floor(struct weft__worker *w, struct weft__latch *l, int64_t floor);
 
 /* task.c */
 struct weft__job *weft__frame_get(weft_pool *pool, struct weft__worker *w);

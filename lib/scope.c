@@ -211,11 +211,14 @@ WEFT_API int weft_scope_run(weft_pool *pool, int (*body)(weft_scope *s, void *ar
     struct weft__worker *w = weft__worker_of(pool);
     if (!w)
         atomic_fetch_add_explicit(&pool->outside, 1, memory_order_relaxed);
+    /* The wait may run this worker's jobs from here up, not the ones below: those
+     * belong to frames under this call (see weft__help_until). */
+    int64_t floor = w ? atomic_load_explicit(&w->dq.bottom, memory_order_relaxed) : 0;
     int r = body(&s, arg);
     if (r)
         scope_fail(&s, r);
     scope_release(&s);
-    weft__latch_wait(w, &s.done);
+    weft__latch_wait_floor(w, &s.done, floor);
     if (!w)
         /* Release: pairs with the acquire load in weft_pool_destroy(). */
         atomic_fetch_sub_explicit(&pool->outside, 1, memory_order_release);

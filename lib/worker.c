@@ -142,10 +142,14 @@ static struct weft__job *steal_round(struct weft__worker *w)
 #endif
 }
 
-/* One job to run, or NULL when *until reads 1 (after parking, possibly). */
-static struct weft__job *find_work(struct weft__worker *w, const _Atomic(uint32_t) *until)
+/* One job to run, or NULL when *until reads 1 (after parking, possibly). Local jobs
+ * are taken only above floor: see weft__help_until. */
+static struct weft__job *find_work(struct weft__worker *w, const _Atomic(uint32_t) *until,
+                                   int64_t floor)
 {
-    struct weft__job *job = weft__deque_pop(&w->dq);
+    struct weft__job *job = NULL;
+    if (atomic_load_explicit(&w->dq.bottom, memory_order_relaxed) > floor) /* owner's own */
+        job = weft__deque_pop(&w->dq);
     if (job)
         return job;
     weft__start_searching(w);
@@ -178,11 +182,17 @@ static struct weft__job *find_work(struct weft__worker *w, const _Atomic(uint32_
     }
 }
 
-void weft__help_until(struct weft__worker *w, const _Atomic(uint32_t) *word)
+/* A waiter never pops its own deque below floor, the bottom when the wait (or the
+ * scope) began: the jobs there were pushed by frames below it on this stack, and a
+ * join there that finds bottom back at its index + 1 pops its slot without looking
+ * at it (weft.h). Were a scope's wait to run such a job and its body then spawn into
+ * the emptied slot, that join would run its job twice and drop the frame. Those jobs
+ * stay stealable by other workers. */
+void weft__help_until(struct weft__worker *w, const _Atomic(uint32_t) *word, int64_t floor)
 {
     /* Acquire: pairs with the release that sets the word (latch_set, pool stop). */
     while (atomic_load_explicit(word, memory_order_acquire) != 1) {
-        struct weft__job *job = find_work(w, word);
+        struct weft__job *job = find_work(w, word, floor);
         if (job)
             weft__run_job(w, job);
     }
