@@ -179,7 +179,8 @@ static void worker_free(struct weft__worker *w)
     free(w);
 }
 
-static void pool_free(weft_pool *pool)
+/* The pool's memory, not its locks: also for pools inherited across fork(). */
+static void pool_free_memory(weft_pool *pool)
 {
     if (pool->workers)
         for (unsigned i = 0; i < pool->nthreads; i++)
@@ -187,6 +188,11 @@ static void pool_free(weft_pool *pool)
     free(pool->workers);
     free(pool->idle);
     weft__frames_free(pool);
+}
+
+static void pool_free(weft_pool *pool)
+{
+    pool_free_memory(pool);
     pthread_mutex_destroy(&pool->idle_mu);
     pthread_mutex_destroy(&pool->inj_mu);
     pthread_mutex_destroy(&pool->frames_mu);
@@ -320,12 +326,7 @@ WEFT_API void weft_pool_destroy(weft_pool *pool)
     if (atomic_load_explicit(&pool->dead, memory_order_relaxed)) {
         /* Inherited across fork(): its threads do not exist here. Its mutexes may
          * have been held by them, so free only memory, without destroying those. */
-        if (pool->workers)
-            for (unsigned i = 0; i < pool->nthreads; i++)
-                worker_free(pool->workers[i]);
-        free(pool->workers);
-        free(pool->idle);
-        weft__frames_free(pool);
+        pool_free_memory(pool);
         free(pool);
         return;
     }
