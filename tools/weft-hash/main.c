@@ -43,7 +43,8 @@ static const char usage_text[] =
 "                   pool: the baseline for speedups (ignores --threads)\n"
 "      --summary    after the run, print on stderr: files, bytes, elapsed time,\n"
 "                   throughput, the time of each phase (start, walk, sort, hash,\n"
-"                   print) and one machine-readable RESULT line\n"
+"                   print), the pool's counters and one machine-readable RESULT\n"
+"                   line\n"
 "  -c, --check FILE read a listing made by weft-hash or `xxhsum -H3` (FILE '-' is\n"
 "                   stdin), hash the files it names and print PATH: OK, PATH: FAILED\n"
 "                   (hash differs) or PATH: FAILED open or read (missing or\n"
@@ -308,6 +309,16 @@ static int hash_paths(const struct wh_opts *o, char **paths, size_t npaths, uint
                 "print %.3f s\n",
                 (double)(t0 - t_start) / 1e9, (double)r.t_walk / 1e9,
                 (double)r.t_sort / 1e9, (double)r.t_hash / 1e9, (double)(t4 - t3) / 1e9);
+        if (g_pool) {
+            weft_stats st;
+            weft_pool_stats(g_pool, &st);
+            fprintf(stderr,
+                    WH_NAME ": pool: %llu spawns, %llu steals, %llu failed steals, "
+                    "%llu parks, %llu wake-ups, %llu I/O calls\n",
+                    (unsigned long long)st.spawns, (unsigned long long)st.steals,
+                    (unsigned long long)st.steal_fails, (unsigned long long)st.parks,
+                    (unsigned long long)st.wakeups, (unsigned long long)st.io_ops);
+        }
         fprintf(stderr,
                 "RESULT weft-hash mode=%s workers=%u files=%llu bytes=%llu errors=%llu "
                 "elapsed_ns=%llu start_ns=%llu walk_ns=%llu sort_ns=%llu hash_ns=%llu "
