@@ -288,6 +288,9 @@ static int hash_paths(const struct wh_opts *o, char **paths, size_t npaths, uint
         }
     }
     int status = errors ? WH_FAILED : WH_OK;
+    if (errors)
+        fprintf(stderr, WH_NAME ": WARNING: %llu path%s could not be hashed\n",
+                (unsigned long long)errors, errors == 1 ? "" : "s");
     if (fflush(stdout) != 0 || ferror(stdout)) {
         fprintf(stderr, WH_NAME ": cannot write the output: %s\n", strerror(errno));
         status = WH_FATAL;

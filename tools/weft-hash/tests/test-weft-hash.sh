@@ -105,6 +105,9 @@ for mode in -j1 -j2; do
         "weft-hash: $T/loop1: cannot follow symbolic link: Too many levels of symbolic links"
     expect "-L $mode: link to an ancestor reported" has "$tmp/errL" \
         "weft-hash: $T/a/b/up: not followed: symbolic link to an ancestor directory (file system loop)"
+    nerr=$(grep -c "^weft-hash: $T/" "$tmp/errL")
+    expect "-L $mode: errors counted ($nerr)" has "$tmp/errL" \
+        "weft-hash: WARNING: $nerr paths could not be hashed"
 done
 expect "-L: file reached through a directory link" has "$tmp/outL" \
     "$(grep -F "$T/a/hello)" "$tmp/ref" | sed "s|$T/a/hello|$T/big/link-to-dir/hello|")"
