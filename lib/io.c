@@ -89,9 +89,9 @@ WEFT_API int weft_read_file(const char *path, void **data, size_t *size)
     if (fd < 0)
         return fd;
     struct stat st;
-    size_t cap = 0;
+    size_t cap = 4096;
     if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0)
-        cap = (size_t)st.st_size;
+        cap = (size_t)st.st_size + 1; /* + 1: the read that sees EOF needs no growth */
     /* Files can shrink or grow while we read: read until EOF whatever stat said. */
     size_t len = 0;
     char *buf = malloc(cap + 1);
@@ -101,7 +101,7 @@ WEFT_API int weft_read_file(const char *path, void **data, size_t *size)
     }
     for (;;) {
         if (len == cap) {
-            size_t ncap = cap ? cap * 2 : 4096;
+            size_t ncap = cap * 2;
             char *nb = realloc(buf, ncap + 1);
             if (!nb) {
                 free(buf);
