@@ -206,6 +206,7 @@ struct race {
     uint64_t count[THIEVES + 1], sum[THIEVES + 1], aborts[THIEVES];
     uint64_t seed;
     bool pops;                      /* the owner pops as well as pushes */
+    unsigned nthieves;              /* 1 .. THIEVES */
 };
 
 struct thief_arg {
@@ -281,11 +282,12 @@ static void race_run(size_t n, bool pops, uint64_t seed, unsigned rounds_of_burs
     cr_assert(r->jobs && r->taken);
     r->seed = seed;
     r->pops = pops;
+    r->nthieves = THIEVES;
     atomic_store(&bad_line, 0);
 
     pthread_t th[THIEVES];
     struct thief_arg ta[THIEVES];
-    for (unsigned k = 0; k < THIEVES; k++) {
+    for (unsigned k = 0; k < r->nthieves; k++) {
         ta[k] = (struct thief_arg){r, k};
         cr_assert_eq(pthread_create(&th[k], NULL, thief_main, &ta[k]), 0);
     }
@@ -331,7 +333,7 @@ static void race_run(size_t n, bool pops, uint64_t seed, unsigned rounds_of_burs
     }
     /* Release: the thieves that see done also see the empty deque. */
     atomic_store_explicit(&r->done, 1, memory_order_release);
-    for (unsigned k = 0; k < THIEVES; k++)
+    for (unsigned k = 0; k < r->nthieves; k++)
         pthread_join(th[k], NULL);
 
     int line = atomic_load(&bad_line);
@@ -370,8 +372,9 @@ Test(deque, steal_races_grow, .timeout = 240)
         race_run(SCALED(40000), false, 0x2545F4914F6CDD1Dull + round, 6);
 }
 
-/* The last item: owner pop and thieves contend for a deque of size one. */
-Test(deque, last_item_race, .timeout = 240)
+/* The last item: owner pop and thieves contend for a deque of size one. With one
+ * thief the two really run at once on a 2-core machine. */
+static void last_item_race(unsigned nthieves)
 {
     struct race *r = calloc(1, sizeof(*r));
     cr_assert_not_null(r);
@@ -381,15 +384,16 @@ Test(deque, last_item_race, .timeout = 240)
     r->jobs = calloc(n, sizeof(*r->jobs));
     r->taken = calloc(n, sizeof(*r->taken));
     cr_assert(r->jobs && r->taken);
-    r->seed = 12345;
+    r->seed = 12345 + nthieves;
+    r->nthieves = nthieves;
     atomic_store(&bad_line, 0);
     pthread_t th[THIEVES];
     struct thief_arg ta[THIEVES];
-    for (unsigned k = 0; k < THIEVES; k++) {
+    for (unsigned k = 0; k < nthieves; k++) {
         ta[k] = (struct thief_arg){r, k};
         cr_assert_eq(pthread_create(&th[k], NULL, thief_main, &ta[k]), 0);
     }
-    uint64_t rng = 99;
+    uint64_t rng = 99 + nthieves;
     for (size_t i = 0; i < n; i++) {
         r->jobs[i].arg = (void *)(uintptr_t)(i ^ MAGIC);
         weft__deque_push(r->dq, &r->jobs[i]);
@@ -402,7 +406,7 @@ Test(deque, last_item_race, .timeout = 240)
         TCHECK(weft__deque_pop(r->dq) == NULL);
     }
     atomic_store_explicit(&r->done, 1, memory_order_release); /* as in race_run */
-    for (unsigned k = 0; k < THIEVES; k++)
+    for (unsigned k = 0; k < nthieves; k++)
         pthread_join(th[k], NULL);
     int line = atomic_load(&bad_line);
     cr_assert_eq(line, 0, "check at test_deque.c:%d failed on a racing thread", line);
@@ -415,10 +419,13 @@ Test(deque, last_item_race, .timeout = 240)
     cr_assert_eq(sum, (uint64_t)n * (n - 1) / 2);
     for (size_t i = 0; i < n; i++)
         cr_assert_eq(atomic_load(&r->taken[i]), 1, "item %zu", i);
-    cr_log_info("last item race: owner took %llu of %zu",
+    cr_log_info("last item race, %u thieves: owner took %llu of %zu", nthieves,
                 (unsigned long long)r->count[THIEVES], n);
     dq_del(r->dq);
     free(r->jobs);
     free((void *)r->taken);
     free(r);
 }
+
+Test(deque, last_item_race_1_thief, .timeout = 240) { last_item_race(1); }
+Test(deque, last_item_race_3_thieves, .timeout = 240) { last_item_race(3); }

@@ -159,6 +159,8 @@ Test(lifecycle, destroy_right_after_work)
     }
 }
 
+/* (In the plain build all tests share a process: this one runs before any test that
+ * creates the default pool, since weft_pool_stats(NULL) reads that pool if it exists.) */
 Test(lifecycle, null_pool_functions)
 {
     weft_pool_destroy(NULL); /* no-op */
@@ -590,4 +592,42 @@ Test(lifecycle, weft_num_threads_env)
         cr_assert_eq(threads_with_env(garbage[k], 0), def, "WEFT_NUM_THREADS='%s'", garbage[k]);
     /* Read at each creation: unset again gives the default. */
     cr_assert_eq(threads_with_env(NULL, 0), def);
+}
+
+/* weft_pool_stats(NULL): the calling worker's pool, else the default pool. */
+static int stats_in_task(void *p)
+{
+    weft_stats a, b;
+    weft_pool_stats(NULL, &a);
+    weft_pool_stats(p, &b);
+    TCHECK(a.spawns == 100 && b.spawns == 100);
+    return 0;
+}
+
+static int spawn100(weft_scope *s, void *arg)
+{
+    for (int i = 0; i < 100; i++)
+        if (weft_spawn(s, count_task, arg) != 0)
+            return -1;
+    return 0;
+}
+
+Test(lifecycle, stats_null_means_callers_pool)
+{
+    weft_pool *p = mkpool(2);
+    _Atomic(long) c = 0;
+    cr_assert_eq(weft_scope_run(p, spawn100, &c), 0);
+    cr_assert_eq(atomic_load(&c), 100);
+    cr_assert_eq(weft_run(p, stats_in_task, p), 0);
+    ASSERT_NO_BAD();
+    weft_pool_destroy(p);
+
+    weft_pool *d = weft_default_pool();
+    cr_assert_not_null(d);
+    cr_assert_eq(weft_scope_run(NULL, count_body, &c), 0);
+    weft_stats a, b;
+    weft_pool_stats(NULL, &a); /* outside any worker: the default pool */
+    weft_pool_stats(d, &b);
+    cr_assert_geq(a.spawns, 16);
+    cr_assert_eq(a.spawns, b.spawns);
 }

@@ -54,6 +54,7 @@ struct jt {
     uint32_t size, depth;
     uint32_t err_mod; /* 0: no leaf fails; else a leaf fails when mix % err_mod == 0 */
     uint64_t sum, count;
+    _Atomic(uint64_t) *runs; /* every node counts itself: a job run twice shows here */
 };
 
 static uint32_t jt_split(uint64_t seed, uint32_t size, uint32_t depth)
@@ -82,6 +83,7 @@ static int jt_leaf(struct jt *t)
 static int jt_run(void *p)
 {
     struct jt *t = p;
+    atomic_fetch_add_explicit(t->runs, 1, memory_order_relaxed);
     if (t->size == 1) {
         int r = jt_leaf(t);
         if ((t->seed & 7) == 0)
@@ -89,8 +91,8 @@ static int jt_run(void *p)
         return r;
     }
     uint32_t k = jt_split(t->seed, t->size, t->depth);
-    struct jt a = {mix(t->seed ^ 1), k, t->depth + 1, t->err_mod, 0, 0};
-    struct jt b = {mix(t->seed ^ 2), t->size - k, t->depth + 1, t->err_mod, 0, 0};
+    struct jt a = {mix(t->seed ^ 1), k, t->depth + 1, t->err_mod, 0, 0, t->runs};
+    struct jt b = {mix(t->seed ^ 2), t->size - k, t->depth + 1, t->err_mod, 0, 0, t->runs};
     int r = weft_join(jt_run, &a, jt_run, &b);
     t->sum = a.sum + b.sum;
     t->count = a.count + b.count;
@@ -103,8 +105,8 @@ static int jt_ref(struct jt *t)
     if (t->size == 1)
         return jt_leaf(t);
     uint32_t k = jt_split(t->seed, t->size, t->depth);
-    struct jt a = {mix(t->seed ^ 1), k, t->depth + 1, t->err_mod, 0, 0};
-    struct jt b = {mix(t->seed ^ 2), t->size - k, t->depth + 1, t->err_mod, 0, 0};
+    struct jt a = {mix(t->seed ^ 1), k, t->depth + 1, t->err_mod, 0, 0, NULL};
+    struct jt b = {mix(t->seed ^ 2), t->size - k, t->depth + 1, t->err_mod, 0, 0, NULL};
     int ra = jt_ref(&a), rb = jt_ref(&b);
     t->sum = a.sum + b.sum;
     t->count = a.count + b.count;
@@ -195,9 +197,11 @@ static int sc_task(void *p)
         TCHECK(r == 0 || (r == -ECANCELED && c->fail_seed));
     }
     if ((x >> 20) % 8 == 0) { /* two join trees inside the task */
-        struct jt t1 = {mix(a.seed ^ 98), 1 + (uint32_t)((x >> 24) % 64), 0, 0, 0, 0};
-        struct jt t2 = {mix(a.seed ^ 99), 1 + (uint32_t)((x >> 44) % 64), 0, 0, 0, 0};
+        _Atomic(uint64_t) runs = 0;
+        struct jt t1 = {mix(a.seed ^ 98), 1 + (uint32_t)((x >> 24) % 64), 0, 0, 0, 0, &runs};
+        struct jt t2 = {mix(a.seed ^ 99), 1 + (uint32_t)((x >> 44) % 64), 0, 0, 0, 0, &runs};
         TCHECK(weft_join(jt_run, &t1, jt_run, &t2) == 0);
+        TCHECK(atomic_load(&runs) == 2 * (uint64_t)(t1.size + t2.size) - 2);
         v += t1.sum + t2.sum;
     }
     if ((x >> 30) % 16 == 0) { /* a nested scope inside the task */
@@ -221,8 +225,8 @@ static void sc_ref_node(const struct sc *c, uint64_t seed, uint32_t depth, uint6
     for (unsigned k = 0; k < nch; k++)
         sc_ref_node(c, mix(seed ^ (10 + k)), depth + 1, sum, count);
     if ((x >> 20) % 8 == 0) {
-        struct jt t1 = {mix(seed ^ 98), 1 + (uint32_t)((x >> 24) % 64), 0, 0, 0, 0};
-        struct jt t2 = {mix(seed ^ 99), 1 + (uint32_t)((x >> 44) % 64), 0, 0, 0, 0};
+        struct jt t1 = {mix(seed ^ 98), 1 + (uint32_t)((x >> 24) % 64), 0, 0, 0, 0, NULL};
+        struct jt t2 = {mix(seed ^ 99), 1 + (uint32_t)((x >> 44) % 64), 0, 0, 0, 0, NULL};
         jt_ref(&t1);
         jt_ref(&t2);
         v += t1.sum + t2.sum;
@@ -311,13 +315,16 @@ static unsigned one_round(weft_pool *pool, uint64_t seed)
     case 0:
     case 1: { /* join tree, through weft_run */
         struct jt t, ref;
+        _Atomic(uint64_t) runs = 0;
         jt_make(&t, seed);
         ref = t;
         int want = jt_ref(&ref);
+        t.runs = &runs;
         int got = weft_run(pool, jt_run, &t);
         TCHECK(got == want);
         TCHECK(t.sum == ref.sum);
         TCHECK(t.count == ref.count && t.count == t.size);
+        TCHECK(atomic_load(&runs) == 2 * (uint64_t)t.size - 1); /* each node once */
         break;
     }
     case 2:
