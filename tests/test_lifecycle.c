@@ -525,8 +525,8 @@ static int busy_body(weft_scope *s, void *arg)
 }
 
 /* A process-directed signal that the test thread blocks stays pending while the
- * workers run (they block it too), and is handled by the test thread once it
- * unblocks it. */
+ * workers run and sleep (they block it too), and is handled by the test thread once
+ * it unblocks it. */
 Test(lifecycle, process_signal_not_taken_by_workers, .timeout = 60)
 {
     struct sigaction sa;
@@ -534,13 +534,14 @@ Test(lifecycle, process_signal_not_taken_by_workers, .timeout = 60)
     sa.sa_handler = on_usr1;
     sigemptyset(&sa.sa_mask);
     cr_assert_eq(sigaction(SIGUSR1, &sa, NULL), 0);
+    /* The pool is created while this thread has SIGUSR1 open, so workers that just
+     * inherited the creator's mask would take the signal below. */
+    weft_pool *p = mkpool(4);
+    cr_assert_eq(weft_scope_run(p, busy_body, NULL), 0); /* the workers have started */
     sigset_t usr1, old;
     sigemptyset(&usr1);
     sigaddset(&usr1, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &usr1, &old);
-    weft_pool *p = mkpool(4);
-    /* Before the signal is sent: make sure the workers have started. */
-    cr_assert_eq(weft_scope_run(p, busy_body, NULL), 0);
     cr_assert_eq(kill(getpid(), SIGUSR1), 0);
     for (int r = 0; r < 5; r++) {
         cr_assert_eq(weft_scope_run(p, busy_body, NULL), 0);
