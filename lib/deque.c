@@ -78,6 +78,19 @@ void weft__barrier_init(void)
     }
 }
 
+/* fork(): the child is a new process whose registration membarrier() does not
+ * inherit, so without this the first steal in the child's pools would fail (and
+ * abort). Re-register; if that fails, the child's pools fence on both sides. */
+void weft__barrier_after_fork(void)
+{
+    if (!barrier_is_membarrier)
+        return;
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) != 0) {
+        barrier_is_membarrier = false;
+        weft__fence_full = 1;
+    }
+}
+
 void weft__heavy_barrier(void)
 {
     if (barrier_is_membarrier) {

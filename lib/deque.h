@@ -32,6 +32,7 @@ int  weft__deque_grow(struct weft__deque *dq);
  * (and then weft__fence_full makes the owner side fence too). */
 void weft__heavy_barrier(void);
 void weft__barrier_init(void);
+void weft__barrier_after_fork(void);
 extern int weft__fence_full;
 
 /* Deque slots tag what they hold in the low bits. Spawned frames (which have a

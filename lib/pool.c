@@ -83,6 +83,7 @@ static void atfork_child(void)
     pools = NULL;          /* the child's pool list starts empty */
     default_pool = NULL;   /* a fresh default pool on first use */
     weft__self = NULL;     /* fork() from inside a task: this thread is no worker */
+    weft__barrier_after_fork();
     pthread_mutex_init(&pools_mu, NULL);
     pthread_mutex_init(&create_mu, NULL);
 }
