@@ -16,17 +16,9 @@
 #include <string.h>
 
 #include "weft.h"
+#include "checks.h"
 #include "deque.h"
 
-/* Failures seen on threads other than the test's own (assertions must not run there). */
-static _Atomic(int) bad_line;
-#define TCHECK(c)                                                                     \
-    do {                                                                              \
-        if (!(c)) {                                                                   \
-            int zero_ = 0;                                                            \
-            atomic_compare_exchange_strong(&bad_line, &zero_, __LINE__);              \
-        }                                                                             \
-    } while (0)
 
 static struct weft__deque *dq_new(void)
 {

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "weft.h"
+#include "checks.h"
 
 /* ThreadSanitizer does not support starting threads in the child of a multi-threaded
  * fork (die_after_fork): there the child checks only what needs no new thread. */
@@ -35,28 +36,6 @@
 #define UNDER_TSAN 0
 #endif
 
-static _Atomic(int) bad_line;
-#define TCHECK(c)                                                                     \
-    do {                                                                              \
-        if (!(c)) {                                                                   \
-            int zero_ = 0;                                                            \
-            atomic_compare_exchange_strong(&bad_line, &zero_, __LINE__);              \
-        }                                                                             \
-    } while (0)
-#define ASSERT_NO_BAD()                                                               \
-    do {                                                                              \
-        int l_ = atomic_exchange(&bad_line, 0);                                       \
-        cr_assert_eq(l_, 0, "check at test_lifecycle.c:%d failed on another thread", l_); \
-    } while (0)
-
-static weft_pool *mkpool(unsigned threads)
-{
-    weft_pool *p = NULL;
-    weft_pool_options o = {.threads = threads};
-    cr_assert_eq(weft_pool_create(&p, &o), 0);
-    cr_assert_not_null(p);
-    return p;
-}
 
 static void sleep_ms(long ms)
 {

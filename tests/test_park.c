@@ -17,28 +17,7 @@
 #include <unistd.h>
 
 #include "weft.h"
-
-static _Atomic(int) bad_line;
-#define TCHECK(c)                                                                     \
-    do {                                                                              \
-        if (!(c)) {                                                                   \
-            int zero_ = 0;                                                            \
-            atomic_compare_exchange_strong(&bad_line, &zero_, __LINE__);              \
-        }                                                                             \
-    } while (0)
-#define ASSERT_NO_BAD()                                                               \
-    do {                                                                              \
-        int l_ = atomic_exchange(&bad_line, 0);                                       \
-        cr_assert_eq(l_, 0, "check at test_park.c:%d failed on another thread", l_);  \
-    } while (0)
-
-static weft_pool *mkpool(unsigned threads)
-{
-    weft_pool *p = NULL;
-    weft_pool_options o = {.threads = threads};
-    cr_assert_eq(weft_pool_create(&p, &o), 0);
-    return p;
-}
+#include "checks.h"
 
 static void sleep_us(long us)
 {

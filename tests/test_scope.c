@@ -16,31 +16,7 @@
 #include <string.h>
 
 #include "weft.h"
-
-/* Failures seen on worker threads: Criterion's assertions may only run on the test's
- * own thread, so tasks record the first failing line and the test asserts it. */
-static _Atomic(int) bad_line;
-#define TCHECK(c)                                                                     \
-    do {                                                                              \
-        if (!(c)) {                                                                   \
-            int zero_ = 0;                                                            \
-            atomic_compare_exchange_strong(&bad_line, &zero_, __LINE__);              \
-        }                                                                             \
-    } while (0)
-#define ASSERT_NO_BAD()                                                               \
-    do {                                                                              \
-        int l_ = atomic_exchange(&bad_line, 0);                                       \
-        cr_assert_eq(l_, 0, "check at test_scope.c:%d failed on a worker", l_);       \
-    } while (0)
-
-static weft_pool *mkpool(unsigned threads)
-{
-    weft_pool *p = NULL;
-    weft_pool_options o = {.threads = threads};
-    cr_assert_eq(weft_pool_create(&p, &o), 0);
-    cr_assert_not_null(p);
-    return p;
-}
+#include "checks.h"
 
 /* Is the calling thread a worker of pool? weft_run from one of its workers calls fn
  * in place; from any other thread fn runs on a worker. */

@@ -21,15 +21,7 @@
 #include <string.h>
 
 #include "weft.h"
-
-static _Atomic(int) bad_line;
-#define TCHECK(c)                                                                     \
-    do {                                                                              \
-        if (!(c)) {                                                                   \
-            int zero_ = 0;                                                            \
-            atomic_compare_exchange_strong(&bad_line, &zero_, __LINE__);              \
-        }                                                                             \
-    } while (0)
+#include "checks.h"
 
 static uint64_t mix(uint64_t x)
 {
