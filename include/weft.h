@@ -246,10 +246,11 @@ WEFT_API int weft_join(weft_fn a, void *arg_a, weft_fn b, void *arg_b);
 
 struct weft__worker;
 
-/* A completion latch: 0 pending, 1 set, 2 pending with a registered waiter. */
+/* A completion latch: 0 pending, 1 set, 2 pending with a registered waiter (a
+ * worker or a thread), 3 pending with a suspended task waiting (lib/join.c). */
 struct weft__latch {
     _Atomic(uint32_t) state;
-    struct weft__worker *waiter; /* worker to wake, or NULL for a thread on a futex */
+    void *waiter; /* 2: worker to wake, or NULL for a thread on a futex; 3: the task */
 };
 
 /* A unit of work as the deque holds it. Join jobs live on the joiner's stack; a
@@ -286,6 +287,17 @@ WEFT_API int  weft__join_finish(struct weft__worker *w, struct weft__job *job,
                                 int64_t t, int ra);
 WEFT_API void weft__deque_reserve(struct weft__worker *w);
 WEFT_API void weft__push_poked(struct weft__worker *w);
+WEFT_API struct weft__worker *weft__self_get(void);
+
+/* The worker after a call that may have suspended the task and resumed it on another
+ * thread. x86-64 reads a thread-local through the %fs segment on every access; other
+ * CPUs compute its address from a thread register that the compiler may keep across
+ * the call (GCC bug 26461), so there it is read out of line. */
+#if defined(__x86_64__)
+#define WEFT__SELF_AGAIN() weft__self
+#else
+#define WEFT__SELF_AGAIN() weft__self_get()
+#endif
 
 /* The deque is the first member of struct weft__worker. */
 #define WEFT__DQ(w) ((struct weft__deque *)(void *)(w))
@@ -319,14 +331,17 @@ static inline int weft_join(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
 
     /* Pop our job. Everything is re-read from memory rather than kept in registers
      * across the call: cheaper than saving them, and it re-reads the worker (a task
-     * that suspends may resume elsewhere; the reactor issue must also check that the
-     * slot is still ours). If a pushed more than it popped (a spawn into an outer
-     * scope), bottom is above idx + 1 and the slow path runs those jobs first. */
-    w = weft__self;
+     * that suspended may have resumed on another worker). The job is ours to pop only
+     * if bottom is idx + 1 and the slot still holds it: a worker that ran other work
+     * while a waited (or another fiber on this worker) may have popped it and pushed
+     * something else there. Otherwise the slow path sorts it out (lib/join.c). */
+    w = WEFT__SELF_AGAIN();
     dq = WEFT__DQ(w);
     i = job.idx;
     int64_t t = -1;
-    if (__builtin_expect(atomic_load_explicit(&dq->bottom, memory_order_relaxed) == i + 1, 1)) {
+    if (__builtin_expect(atomic_load_explicit(&dq->bottom, memory_order_relaxed) == i + 1 &&
+                         atomic_load_explicit(&dq->slots[i & dq->mask],
+                                              memory_order_relaxed) == &job, 1)) {
         atomic_store_explicit(&dq->bottom, i, memory_order_relaxed);
         /* StoreLoad between the bottom store and the top load: pairs with the
          * membarrier() a thief runs between its top and bottom loads (deque.c). */

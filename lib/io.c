@@ -1,84 +1,139 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * I/O calls. This version runs every call as the plain blocking syscall, inside a
- * task as well as outside: correct results and errors (-errno), but a task that
- * reads blocks its worker. The io_uring reactor and task suspension (issue 4:
- * lib/fiber.c, one ring per worker, the blocking-thread fallback) replace the
- * bodies below without changing a signature.
+ * The I/O calls. Outside any task they are the plain syscalls. Inside a task the
+ * operation goes to the worker's ring (uring.c) or, without io_uring, to the
+ * blocking backend (blocking.c); either way the task suspends while it waits and
+ * its worker runs other work (sched.c).
+ *
+ * Cancellation: an operation of a task that belongs to a scope is on that scope's
+ * list while it is in flight (scope.c keeps the list; this file adds and removes).
+ * weft_scope_cancel walks the list and asks each operation's backend to cancel it;
+ * the operation then returns -ECANCELED. One started after the cancel returns
+ * -ECANCELED at once. The scope still waits for its tasks, so it returns only after
+ * every cancelled operation has completed.
+ *
+ * A task may resume on another thread after any of these calls: a thread-local
+ * address (errno's too) taken before the call is stale after it (weft.h).
  */
 #define _GNU_SOURCE
-#include "pool.h"
+#include "reactor.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-static void count_io(void)
+void weft__op_cancel(struct weft__op *op)
 {
-    struct weft__worker *w = weft__self;
-    if (w)
-        WEFT__COUNT(w, io_ops);
+    if (atomic_load_explicit(&op->cancelled, memory_order_relaxed))
+        return;
+    atomic_store_explicit(&op->cancelled, true, memory_order_relaxed);
+    if (op->w->io)
+        weft__uring_cancel(op);
+    else
+        weft__blocking_cancel(op->w->pool, op);
 }
 
-#define RET(expr)                                                                     \
-    do {                                                                              \
-        count_io();                                                                   \
-        long r_ = (long)(expr);                                                       \
-        return r_ < 0 ? -errno : r_;                                                  \
-    } while (0)
+static int64_t run(struct weft__op *op)
+{
+    struct weft__worker *w = weft__current();
+    if (!w)
+        return weft__op_syscall(op);
+    WEFT__COUNT(w, io_ops);
+    if (!w->fiber || (!w->io && !w->pool->blocking))
+        return weft__op_syscall(op); /* nowhere to suspend to */
+    op->w = w;
+    op->done = false;
+    op->suspended = false;
+    op->cancel_queued = false;
+    atomic_init(&op->cancelled, false);
+    struct weft_scope *s = w->scope;
+    op->scope = s;
+    if (s && weft__scope_op_add(s, op) != 0)
+        return -ECANCELED;
+    int64_t r = w->io ? weft__uring_run(w, op) : weft__blocking_run(w, op);
+    if (s) {
+        weft__scope_op_del(s, op);
+        if (atomic_load_explicit(&op->cancelled, memory_order_relaxed) &&
+            (r == -EINTR || r == -ECANCELED))
+            r = -ECANCELED;
+    }
+    return r;
+}
+
+/* Operations on the caller's stack, zeroed but for the fields each call sets. */
+#define OP(...) (struct weft__op){__VA_ARGS__}
 
 WEFT_API int weft_open(const char *path, int flags, mode_t mode)
 {
-    RET(open(path, flags | O_CLOEXEC, mode));
+    struct weft__op op = OP(.kind = WEFT__OP_OPEN, .path = path, .flags = flags | O_CLOEXEC,
+                            .mode = mode);
+    return (int)run(&op);
 }
 
 WEFT_API int weft_close(int fd)
 {
-    RET(close(fd));
+    struct weft__op op = OP(.kind = WEFT__OP_CLOSE, .fd = fd);
+    return (int)run(&op);
 }
 
 WEFT_API ssize_t weft_read(int fd, void *buf, size_t len, off_t off)
 {
-    RET(off == -1 ? read(fd, buf, len) : pread(fd, buf, len, off));
+    struct weft__op op = OP(.kind = WEFT__OP_READ, .fd = fd, .buf = buf, .len = len,
+                            .off = off);
+    return (ssize_t)run(&op);
 }
 
 WEFT_API ssize_t weft_write(int fd, const void *buf, size_t len, off_t off)
 {
-    RET(off == -1 ? write(fd, buf, len) : pwrite(fd, buf, len, off));
+    struct weft__op op = OP(.kind = WEFT__OP_WRITE, .fd = fd, .buf = (void *)buf,
+                            .len = len, .off = off);
+    return (ssize_t)run(&op);
 }
 
 WEFT_API int weft_statx(int dirfd, const char *path, int flags, unsigned mask,
                         struct statx *st)
 {
-    RET(statx(dirfd, path, flags, mask, st));
+    struct weft__op op = OP(.kind = WEFT__OP_STATX, .fd = dirfd, .path = path,
+                            .flags = flags, .mask = mask, .stx = st);
+    return (int)run(&op);
 }
 
 WEFT_API int weft_fsync(int fd)
 {
-    RET(fsync(fd));
+    struct weft__op op = OP(.kind = WEFT__OP_FSYNC, .fd = fd);
+    return (int)run(&op);
 }
 
 WEFT_API int weft_accept(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
-    RET(accept4(fd, addr, len, flags));
+    struct weft__op op = OP(.kind = WEFT__OP_ACCEPT, .fd = fd, .addr = addr,
+                            .addrlenp = len, .flags = flags);
+    return (int)run(&op);
 }
 
 WEFT_API int weft_connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
-    RET(connect(fd, addr, len));
+    struct weft__op op = OP(.kind = WEFT__OP_CONNECT, .fd = fd, .addr = (void *)addr,
+                            .addrlen = len);
+    return (int)run(&op);
 }
 
 WEFT_API ssize_t weft_recv(int fd, void *buf, size_t len, int flags)
 {
-    RET(recv(fd, buf, len, flags));
+    struct weft__op op = OP(.kind = WEFT__OP_RECV, .fd = fd, .buf = buf, .len = len,
+                            .flags = flags);
+    return (ssize_t)run(&op);
 }
 
 WEFT_API ssize_t weft_send(int fd, const void *buf, size_t len, int flags)
 {
-    RET(send(fd, buf, len, flags | MSG_NOSIGNAL));
+    struct weft__op op = OP(.kind = WEFT__OP_SEND, .fd = fd, .buf = (void *)buf,
+                            .len = len, .flags = flags | MSG_NOSIGNAL);
+    return (ssize_t)run(&op);
 }
 
 WEFT_API int weft_read_file(const char *path, void **data, size_t *size)
@@ -90,13 +145,17 @@ WEFT_API int weft_read_file(const char *path, void **data, size_t *size)
         return fd;
     struct stat st;
     size_t cap = 4096;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0)
-        cap = (size_t)st.st_size + 1; /* + 1: the read that sees EOF needs no growth */
+    bool reg = false;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+        reg = true;
+        if (st.st_size > 0)
+            cap = (size_t)st.st_size + 1; /* + 1: a short read then proves EOF */
+    }
     /* Files can shrink or grow while we read: read until EOF whatever stat said. */
     size_t len = 0;
     char *buf = malloc(cap + 1);
     if (!buf) {
-        close(fd);
+        weft_close(fd);
         return -ENOMEM;
     }
     for (;;) {
@@ -105,7 +164,7 @@ WEFT_API int weft_read_file(const char *path, void **data, size_t *size)
             char *nb = realloc(buf, ncap + 1);
             if (!nb) {
                 free(buf);
-                close(fd);
+                weft_close(fd);
                 return -ENOMEM;
             }
             buf = nb;
@@ -116,14 +175,19 @@ WEFT_API int weft_read_file(const char *path, void **data, size_t *size)
             if (r == -EINTR)
                 continue;
             free(buf);
-            close(fd);
+            weft_close(fd);
             return (int)r;
         }
         if (r == 0)
             break;
+        size_t want = cap - len;
         len += (size_t)r;
+        /* A regular file reads short only at its end: no second read to see EOF.
+         * (Reads are cut at 0x7ffff000 bytes, as read(2) does: not a short read.) */
+        if (reg && (size_t)r < want && want <= 0x7ffff000u)
+            break;
     }
-    close(fd);
+    weft_close(fd);
     buf[len] = 0;
     *data = buf;
     *size = len;
@@ -132,14 +196,57 @@ WEFT_API int weft_read_file(const char *path, void **data, size_t *size)
 
 WEFT_API int weft_sleep(uint64_t ns)
 {
-    struct timespec ts = {(time_t)(ns / 1000000000u), (long)(ns % 1000000000u)};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-    return 0;
+    if (ns == 0)
+        return weft_yield();
+    struct weft__op op = OP(.kind = WEFT__OP_SLEEP);
+    op.ts.tv_sec = (time_t)(ns / 1000000000u);
+    op.ts.tv_nsec = (long)(ns % 1000000000u);
+    int64_t r = run(&op);
+    return r == -ETIME ? 0 : (int)r;
 }
 
 WEFT_API int weft_yield(void)
 {
-    sched_yield();
+    struct weft__worker *w = weft__current();
+    if (!w) {
+        sched_yield();
+        return 0;
+    }
+    weft_scope *s = w->scope;
+    if (s && weft_scope_cancelled(s))
+        return -ECANCELED;
+    if (!weft__yield())
+        sched_yield(); /* no fibers: let other threads run at least */
     return 0;
 }
+
+#ifndef WEFT_HAVE_URING
+/* Built without liburing: every pool uses the blocking backend. */
+bool weft__uring_pool_init(weft_pool *pool)
+{
+    (void)pool;
+    return false;
+}
+void weft__uring_pool_free(weft_pool *pool) { (void)pool; }
+void weft__io_thread_init(struct weft__worker *w) { (void)w; }
+void weft__io_thread_exit(struct weft__worker *w) { (void)w; }
+bool weft__io_pending(struct weft__worker *w)
+{
+    (void)w;
+    return false;
+}
+int weft__io_poll(struct weft__worker *w, bool wait)
+{
+    (void)w;
+    (void)wait;
+    return 0;
+}
+void weft__io_wake(struct weft__worker *target) { (void)target; }
+int64_t weft__uring_run(struct weft__worker *w, struct weft__op *op)
+{
+    (void)w;
+    return weft__op_syscall(op);
+}
+void weft__uring_cancel(struct weft__op *op) { (void)op; }
+void weft__uring_unqueue(struct weft__op *op) { (void)op; }
+#endif

@@ -7,7 +7,8 @@
  * (b was taken by a thief, or a left extra jobs above b), joins from outside any
  * worker, and the latch that a stolen job's owner waits on.
  *
- * Latch protocol (state word): 0 pending, 1 set, 2 pending and a waiter registered.
+ * Latch protocol (state word): 0 pending, 1 set, 2 pending and a waiter registered,
+ * 3 pending and a suspended task waiting (sched.c says how a waiter gets there).
  * The waiter stores its identity in l->waiter and CASes 0 -> 2. The setter, if it
  * sees 2, reads l->waiter *before* storing 1, because once the state reads 1 the
  * waiter may return and the latch (on its stack) is gone. After the store it wakes
@@ -23,22 +24,35 @@
 
 void weft__latch_set(struct weft__latch *l)
 {
-    /* Acquire: pairs with the release CAS in weft__latch_wait (we read waiter). */
+    /* Acquire: pairs with the release CASes that register a waiter (we read it). */
     uint32_t s = atomic_load_explicit(&l->state, memory_order_acquire);
     for (;;) {
         if (s == 0) {
             /* Release: publishes the job's result; pairs with the acquire loads of
-             * the state in weft__latch_wait / weft__help_until. */
+             * the state by the waiter. Failure (acquire): a waiter registered. */
             if (atomic_compare_exchange_weak_explicit(&l->state, &s, 1,
                                                       memory_order_release,
                                                       memory_order_acquire))
                 return;
             continue;
         }
+        if (s == 3) {
+            /* A suspended task (sched.c): only we leave 3, and it cannot run (and
+             * free the latch) before we make it ready. */
+            struct weft__wait *wt = l->waiter;
+            /* Release: as above. */
+            atomic_store_explicit(&l->state, 1, memory_order_release);
+            weft__ready(weft__current(), wt);
+            return;
+        }
         WEFT_ASSERT(s == 2);
         struct weft__worker *waiter = l->waiter;
-        /* Release: as above. After this store l may be freed. */
-        atomic_store_explicit(&l->state, 1, memory_order_release);
+        /* Release: as above. A CAS, not a store: a waiter that moved or suspends
+         * leaves 2 for 0 meanwhile (sched.c), and then waiter may be stale. Once it
+         * reads 1, l may be freed. */
+        if (!atomic_compare_exchange_weak_explicit(&l->state, &s, 1, memory_order_release,
+                                                   memory_order_acquire))
+            continue;
         if (waiter)
             weft__unpark(waiter);
         else
@@ -67,7 +81,7 @@ void weft__latch_wait_floor(struct weft__worker *w, struct weft__latch *l, int64
                                                  memory_order_acquire))
         return;
     if (w) {
-        weft__help_until(w, &l->state, floor);
+        weft__wait_latch(w, l, floor);
         return;
     }
     /* A thread that is no worker sleeps at once. Spinning first was measured and
@@ -113,6 +127,10 @@ static int finish(struct weft__worker *w, struct weft__job *job, struct weft__jo
             if (!top)
                 break;
             weft__run_job(w, top);
+            /* That job may have suspended: we may be on another worker now, whose
+             * deque does not hold our job; popping it is still helping. */
+            w = weft__current();
+            dq = &w->dq;
         }
     }
     /* Stolen: help until the thief is done with it. */
@@ -146,10 +164,12 @@ int weft__join_fenced(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
     if (WEFT_UNLIKELY(atomic_load_explicit(&w->dq.poke, memory_order_relaxed) != 0))
         weft__push_poked(w);
     int ra = a(arg_a);
-    w = weft__self;
+    w = weft__current();
     struct weft__deque *dq = &w->dq;
     int64_t i = job.idx, t = -1;
-    if (atomic_load_explicit(&dq->bottom, memory_order_relaxed) == i + 1) {
+    /* Ours only if the slot still holds it (weft.h). */
+    if (atomic_load_explicit(&dq->bottom, memory_order_relaxed) == i + 1 &&
+        atomic_load_explicit(&dq->slots[i & dq->mask], memory_order_relaxed) == slot) {
         atomic_store_explicit(&dq->bottom, i, memory_order_relaxed);
         /* StoreLoad between the bottom store and the top load; pairs with the plain
          * fence a thief runs for tagged slots (deque.c). */

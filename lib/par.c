@@ -216,6 +216,8 @@ static int process(struct loop *l, size_t lo, size_t hi)
     while (lo < hi) {
         if (atomic_load_explicit(&l->err, memory_order_relaxed))
             return 0; /* the loop failed elsewhere: skip what is not started */
+        if (chunk > 1)
+            w = weft__current(); /* items may suspend and resume on another worker */
         if (hi - lo >= 2 && w && hungry(w)) {
             size_t mid = lo + (hi - lo) / 2;
             struct part a = {l, lo, mid}, b = {l, mid, hi};

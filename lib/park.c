@@ -32,10 +32,12 @@
  *
  * Rejected: a condition variable per pool (every wake takes the lock; a broadcast
  * wakes all); spinning instead of sleeping (an idle pool must use no CPU).
- * The reactor issue replaces the futex sleep by a wait inside the worker's ring.
+ * A worker with a ring (uring.c) sleeps inside it instead of on the futex, so that
+ * an I/O completion ends the sleep too; a wake is then a message to that ring.
  */
 #define _GNU_SOURCE
 #include "pool.h"
+#include "reactor.h"
 
 #include <errno.h>
 #include <linux/futex.h>
@@ -113,7 +115,10 @@ static void wake_word(struct weft__worker *w)
     /* Release: pairs with the acquire load in weft__park(); the woken worker sees
      * its new state (searching, off the idle stack). */
     atomic_store_explicit(&w->wake, 1, memory_order_release);
-    weft__futex_wake(&w->wake, 1);
+    if (w->io)
+        weft__io_wake(w);   /* it parks inside its ring */
+    else
+        weft__futex_wake(&w->wake, 1);
 }
 
 void weft__unpark_one(weft_pool *pool)
@@ -211,6 +216,29 @@ void weft__park(struct weft__worker *w, const _Atomic(uint32_t) *until)
         return;
     }
     WEFT__COUNT(w, parks);
+    if (w->io) {
+        /* Park in the ring: a completion, a MSG_RING or the eventfd ends the wait.
+         * Acquire: pairs with the release store in wake_word(). */
+        while (atomic_load_explicit(&w->wake, memory_order_acquire) == 0) {
+            if (weft__io_poll(w, true) > 0) {
+                /* Completions made tasks ready here: leave the idle stack ourselves
+                 * (unless a waker has just taken us off it). */
+                pthread_mutex_lock(&pool->idle_mu);
+                if (w->parked) {
+                    for (unsigned k = 0; k < pool->nidle; k++)
+                        if (pool->idle[k] == w) {
+                            remove_idle_locked(pool, k);
+                            break;
+                        }
+                }
+                pthread_mutex_unlock(&pool->idle_mu);
+                WEFT__COUNT(w, wakeups);
+                return;
+            }
+        }
+        WEFT__COUNT(w, wakeups);
+        return;
+    }
     /* Acquire: pairs with the release store in wake_word(). */
     while (atomic_load_explicit(&w->wake, memory_order_acquire) == 0)
         weft__futex_wait(&w->wake, 0);

@@ -18,6 +18,7 @@
  */
 #define _GNU_SOURCE
 #include "pool.h"
+#include "reactor.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -137,7 +138,9 @@ static void *worker_main(void *p)
     pthread_setname_np(pthread_self(), name);
     if (pool->flags & WEFT_POOL_PIN)
         (void)weft__topo_pin(pool->topo, w->id); /* best effort: a cpuset may forbid it */
-    weft__help_until(w, &pool->stop, 0);
+    weft__io_thread_init(w);
+    weft__sched_thread(w);
+    weft__io_thread_exit(w);
     weft__self = NULL;
     return NULL;
 }
@@ -175,6 +178,7 @@ static void worker_free(struct weft__worker *w)
     if (!w)
         return;
     weft__deque_free(&w->dq);
+    pthread_mutex_destroy(&w->ready_mu);
     free(w->victims);
     free(w->group_end);
     free(w);
@@ -183,6 +187,12 @@ static void worker_free(struct weft__worker *w)
 /* The pool's memory, not its locks: also for pools inherited across fork(). */
 static void pool_free_memory(weft_pool *pool)
 {
+    weft__uring_pool_free(pool);
+    weft__blocking_free(pool);
+#ifdef WEFT_HAVE_FIBERS
+    if (pool->stacks.map_size)
+        weft__stack_cache_destroy(&pool->stacks);
+#endif
     if (pool->workers)
         for (unsigned i = 0; i < pool->nthreads; i++)
             worker_free(pool->workers[i]);
@@ -268,11 +278,29 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
         if (!w->rng)
             w->rng = 1;
         atomic_init(&w->wake, 0);
+        pthread_mutex_init(&w->ready_mu, NULL);
+        atomic_init(&w->ready_len, 0);
         if (weft__deque_init(&w->dq) != 0 ||
             victims_init(pool, w) != 0) {
             pool_free(pool);
             return -ENOMEM;
         }
+    }
+
+#ifdef WEFT_HAVE_FIBERS
+    /* Every worker runs on a cache stack, and every suspended task holds one: keep
+     * a few free per worker for reuse, unmap the rest. */
+    if (weft__stack_cache_init(&pool->stacks, o.stack_size, 16 + 4 * (size_t)o.threads) != 0) {
+        pool_free(pool);
+        return -EINVAL; /* stack_size too large to map */
+    }
+#endif
+    pool->ring_entries = o.ring_entries;
+    if (!(o.flags & WEFT_POOL_NO_URING))
+        pool->uring = weft__uring_pool_init(pool);
+    if (!pool->uring && weft__blocking_init(pool) != 0) {
+        pool_free(pool);
+        return -ENOMEM;
     }
 
     /* Workers inherit this mask: asynchronous signals stay with the program's own
@@ -459,6 +487,23 @@ WEFT_API void weft_pool_stats(const weft_pool *pool, weft_stats *out)
         out->wakeups += atomic_load_explicit(&c->wakeups, memory_order_relaxed);
         out->io_ops += atomic_load_explicit(&c->io_ops, memory_order_relaxed);
     }
+}
+
+const char *weft__pool_io_backend(const weft_pool *pool)
+{
+    return pool->uring ? "io_uring" : "blocking";
+}
+
+void weft__pool_stack_counts(const weft_pool *pool, size_t *nfree, size_t *total)
+{
+#ifdef WEFT_HAVE_FIBERS
+    struct weft__stack_cache *c = (struct weft__stack_cache *)&pool->stacks;
+    *nfree = weft__stack_cache_nfree(c);
+    *total = weft__stack_cache_total(c);
+#else
+    (void)pool;
+    *nfree = *total = 0;
+#endif
 }
 
 WEFT_API void weft__deque_reserve(struct weft__worker *w)

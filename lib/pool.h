@@ -12,6 +12,23 @@
 #include "debug.h"
 #include "deque.h"
 #include "topo.h"
+#ifdef WEFT_HAVE_FIBERS
+#include "fiber.h"
+#endif
+
+struct weft__io;      /* uring.c: a worker's ring */
+struct weft__blocking; /* blocking.c: the fallback backend's threads */
+
+/* A suspended task (sched.c). Lives on the suspended fiber's own stack. job is what
+ * the ready queues hold (tagged WEFT__RESUME_TAG when handed out by find_work). */
+struct weft__wait {
+    struct weft__job job;
+    struct weft__fiber *fiber;
+};
+
+/* Runs on the worker a fiber switched to, right after the switch: the only safe
+ * place to publish the fiber that left (DESIGN.md, suspension protocol). */
+typedef void (*weft__after_fn)(struct weft__worker *w, struct weft__wait *wt, void *arg);
 
 /* Tasks, counted by the worker that did the thing; summed by weft_pool_stats().
  * Single writer: the owner adds with a relaxed load+store, never an RMW. */
@@ -36,14 +53,36 @@ struct weft__worker {
     unsigned *victims;
     unsigned *group_end;
     unsigned ngroups;
+    /* Suspension (sched.c), owner-private: the fiber running now, the thread's own
+     * stack (to exit on), a spare loop fiber, the scope of the running task (a
+     * fiber-local value kept here while the fiber runs), and the action to run
+     * after the next switch. */
+    struct weft__fiber *fiber;
+    struct weft__fiber *spare;
+    struct weft_scope *scope;
+    weft__after_fn after;
+    struct weft__wait *after_wt;
+    void *after_arg;
+    struct weft__fiber *after_from;
+    struct weft__io *io;            /* this worker's ring, or NULL (blocking backend) */
+    unsigned tick;                  /* jobs run since the last look at the ring */
     /* Spawn frames (task.c): owner-private free list. */
     struct weft__job *free_frames;
     /* Parking (park.c). wake is the futex word; parked is guarded by pool->idle_mu. */
     alignas(64) _Atomic(uint32_t) wake;
     bool parked;
+    /* Ready queue (sched.c): suspended tasks that may run again, FIFO. Any thread
+     * pushes; the owner pops first, thieves too. ready_len for a lock-free look. */
+    alignas(64) pthread_mutex_t ready_mu;
+    struct weft__job *ready_head, *ready_tail;
+    struct weft__job *yield_head, *yield_tail;  /* tasks that called weft_yield */
+    _Atomic(size_t) ready_len;                  /* both lists */
     /* Frames of this worker finished by others (task.c): a Treiber stack. */
     alignas(64) _Atomic(struct weft__job *) remote_frames;
     alignas(64) struct weft__counters stats;
+#ifdef WEFT_HAVE_FIBERS
+    struct weft__fiber thread_fiber; /* the thread's own stack (sched.c) */
+#endif
 };
 
 struct weft_pool {
@@ -72,6 +111,13 @@ struct weft_pool {
 
     unsigned nthreads;
     unsigned flags;
+#ifdef WEFT_HAVE_FIBERS
+    struct weft__stack_cache stacks;      /* fiber stacks (sched.c) */
+#endif
+    bool uring;                           /* workers have rings (uring.c) */
+    _Atomic(unsigned) nyield;             /* tasks suspended in weft_yield (sched.c) */
+    struct weft__blocking *blocking;      /* fallback backend (blocking.c), or NULL */
+    unsigned ring_entries;
     struct weft__worker **workers;
     const struct weft__topo *topo;        /* process-wide, read once */
     weft_pool *next_pool;                 /* all pools, for the fork handler */
@@ -96,14 +142,51 @@ static inline struct weft__worker *weft__worker_of(const weft_pool *pool)
     return (w && w->pool == pool) ? w : NULL;
 }
 
+/* The calling thread's worker, read afresh: for code after a possible switch
+ * (fiber.h, THE HAZARD). */
+struct weft__worker *weft__current(void);
+
 /* worker.c */
-/* job as a deque slot holds it: spawned frames carry WEFT__FRAME_TAG. */
+/* job as a deque slot holds it: spawned frames carry WEFT__FRAME_TAG. Never a
+ * resume job (those come only from find_work). */
 void weft__run_job(struct weft__worker *w, struct weft__job *job);
-/* Run other work until *word reads 1 (a latch's state or the pool's stop word). */
-void weft__help_until(struct weft__worker *w, const _Atomic(uint32_t) *word, int64_t floor);
+/* One job to run (a resume job: see weft__is_resume), or NULL when *until reads 1.
+ * Local jobs are taken only above floor. May park. */
+struct weft__job *weft__find_work(struct weft__worker *w, const _Atomic(uint32_t) *until,
+                                  int64_t floor);
 void weft__inject(weft_pool *pool, struct weft__job *job);
 struct weft__job *weft__inject_pop(weft_pool *pool);
 bool weft__work_visible(weft_pool *pool);
+
+/* sched.c */
+/* Resume jobs: the job of a struct weft__wait, both tag bits set. */
+#define WEFT__RESUME_TAG ((uintptr_t)3)
+static inline bool weft__is_resume(const struct weft__job *job)
+{
+    return ((uintptr_t)job & WEFT__RESUME_TAG) == WEFT__RESUME_TAG;
+}
+/* The worker thread: runs the worker loop on fibers until the pool stops. */
+void weft__sched_thread(struct weft__worker *w);
+void weft__sched_worker_free(struct weft__worker *w);
+/* Suspend the running task: after the switch, after(w, wt, arg) runs on the worker
+ * (and must arrange for weft__ready(wt) to be called exactly once). Returns when the
+ * task runs again, on any worker. -ENOMEM: no stack, nothing happened (the caller
+ * then does its work blocking). Inside a task only. */
+int weft__suspend(struct weft__wait *wt, weft__after_fn after, void *arg);
+/* Make a suspended task runnable. Any thread; hint: a worker of the pool whose
+ * queue to use when the caller is not one. */
+void weft__ready(struct weft__worker *hint, struct weft__wait *wt);
+/* Push wt on w's ready queue (w: a worker of the pool; any thread). */
+void weft__ready_push(struct weft__worker *w, struct weft__wait *wt);
+struct weft__job *weft__ready_pop(struct weft__worker *w);
+/* Tasks that yielded: taken after the deque, unless too many wait (sched.c). */
+struct weft__job *weft__yield_pop(struct weft__worker *w);
+bool weft__yield_first(struct weft__worker *w);
+/* The wait loop of a worker whose latch is not set: help, else suspend. */
+void weft__wait_latch(struct weft__worker *w, struct weft__latch *l, int64_t floor);
+/* Suspend until some other ready work ran (weft_yield). false: nothing else to run,
+ * or not inside a task. */
+bool weft__yield(void);
 
 /* park.c */
 void weft__park(struct weft__worker *w, const _Atomic(uint32_t) *until);
@@ -132,6 +215,14 @@ void *weft__frame_args(struct weft__job *f);
 
 /* scope.c */
 void weft__run_frame(struct weft__worker *w, struct weft__job *f);
+/* I/O operations of tasks in a scope, for cancellation (io.c). */
+struct weft__op;
+int  weft__scope_op_add(struct weft_scope *s, struct weft__op *op); /* -ECANCELED */
+void weft__scope_op_del(struct weft_scope *s, struct weft__op *op);
+
+/* Testing hooks (tests/test_reactor.c). */
+const char *weft__pool_io_backend(const weft_pool *pool);
+void weft__pool_stack_counts(const weft_pool *pool, size_t *nfree, size_t *total);
 
 #define WEFT__SEARCH_ONE 1u
 #define WEFT__SLEEP_ONE  (1u << 16)

@@ -16,7 +16,7 @@
  * tasks of the scope ever run at once and no worker blocks on the limit.
  */
 #define _GNU_SOURCE
-#include "pool.h"
+#include "reactor.h"
 
 #include <errno.h>
 #include <string.h>
@@ -31,6 +31,7 @@ struct weft_scope {
     pthread_mutex_t mu;            /* limited scopes only: running, deferred */
     unsigned running;
     struct weft__job *deferred_head, *deferred_tail;
+    struct weft__op *ops;          /* in-flight I/O of its tasks (under mu; io.c) */
 };
 
 /* Frames use job.result as the "already admitted" mark (frames have no result). */
@@ -44,6 +45,42 @@ static void scope_fail(struct weft_scope *s, int err)
     /* Release: tasks that see the flag also see the error. Pairs with the acquire
      * load in weft_scope_cancelled() and run_frame(). */
     atomic_store_explicit(&s->cancelled, true, memory_order_release);
+    /* In-flight I/O of its tasks: cancel it (io.c). An operation added after this
+     * walk sees the flag under mu (weft__scope_op_add). */
+    pthread_mutex_lock(&s->mu);
+    for (struct weft__op *op = s->ops; op; op = op->snext)
+        weft__op_cancel(op);
+    pthread_mutex_unlock(&s->mu);
+}
+
+int weft__scope_op_add(struct weft_scope *s, struct weft__op *op)
+{
+    pthread_mutex_lock(&s->mu);
+    /* Relaxed: mu orders it against scope_fail's walk. */
+    if (atomic_load_explicit(&s->cancelled, memory_order_relaxed)) {
+        pthread_mutex_unlock(&s->mu);
+        return -ECANCELED;
+    }
+    op->sprev = NULL;
+    op->snext = s->ops;
+    if (s->ops)
+        s->ops->sprev = op;
+    s->ops = op;
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+void weft__scope_op_del(struct weft_scope *s, struct weft__op *op)
+{
+    pthread_mutex_lock(&s->mu);
+    if (op->sprev)
+        op->sprev->snext = op->snext;
+    else
+        s->ops = op->snext;
+    if (op->snext)
+        op->snext->sprev = op->sprev;
+    weft__uring_unqueue(op);
+    pthread_mutex_unlock(&s->mu);
 }
 
 static void scope_release(struct weft_scope *s)
@@ -162,11 +199,15 @@ void weft__run_frame(struct weft__worker *w, struct weft__job *f)
     }
     /* Acquire: pairs with the release in scope_fail(). */
     if (!atomic_load_explicit(&s->cancelled, memory_order_acquire)) {
+        struct weft_scope *outer = w->scope;
+        w->scope = s;
         int r = f->fn(f->arg);
+        /* f->fn may have suspended and resumed on another worker. */
+        w = weft__current();
+        w->scope = outer;
         if (r)
             scope_fail(s, r);
     }
-    /* f->fn may have suspended in a later version: re-read the worker then. */
     struct weft__job *next = NULL;
     if (limit) {
         pthread_mutex_lock(&s->mu);
@@ -209,17 +250,29 @@ WEFT_API int weft_scope_run(weft_pool *pool, int (*body)(weft_scope *s, void *ar
     pthread_mutex_init(&s.mu, NULL);
 
     struct weft__worker *w = weft__worker_of(pool);
-    if (!w)
+    bool outside = !w;
+    if (outside)
         atomic_fetch_add_explicit(&pool->outside, 1, memory_order_relaxed);
     /* The wait may run this worker's jobs from here up, not the ones below: those
-     * belong to frames under this call (see weft__help_until). */
+     * belong to frames under this call (see weft__find_work). */
     int64_t floor = w ? atomic_load_explicit(&w->dq.bottom, memory_order_relaxed) : 0;
+    struct weft_scope *outer = w ? w->scope : NULL;
+    if (w)
+        w->scope = &s;
     int r = body(&s, arg);
+    if (!outside) {
+        /* body may have suspended and resumed on another worker. */
+        struct weft__worker *now = weft__current();
+        if (now != w)
+            floor = INT64_MIN;
+        w = now;
+        w->scope = outer;
+    }
     if (r)
         scope_fail(&s, r);
     scope_release(&s);
     weft__latch_wait_floor(w, &s.done, floor);
-    if (!w)
+    if (outside)
         /* Release: pairs with the acquire load in weft_pool_destroy(). */
         atomic_fetch_sub_explicit(&pool->outside, 1, memory_order_release);
     pthread_mutex_destroy(&s.mu);

@@ -12,12 +12,14 @@
  * the job's latch is set), and a scope (until its last task finishes). Waiting is
  * always "help until a word reads 1".
  *
- * The reactor issue adds "reap I/O completions" between the injector and parking,
- * and parks inside the worker's ring instead of on a futex; both are one call each
- * in find_work() and weft__park().
+ * Suspended tasks that may run again (sched.c) come first: the worker's own ready
+ * queue before its deque, other workers' ready queues before their deques. A worker
+ * with a ring (uring.c) submits and reaps there every few jobs, whenever its deque
+ * runs dry, and parks inside it.
  */
 #define _GNU_SOURCE
 #include "pool.h"
+#include "reactor.h"
 
 #include <sched.h>
 #include <stdlib.h>
@@ -80,7 +82,8 @@ bool weft__work_visible(weft_pool *pool)
     if (atomic_load_explicit(&pool->inj_len, memory_order_relaxed) != 0)
         return true;
     for (unsigned i = 0; i < pool->nthreads; i++)
-        if (weft__deque_looks_nonempty(&pool->workers[i]->dq))
+        if (weft__deque_looks_nonempty(&pool->workers[i]->dq) ||
+            atomic_load_explicit(&pool->workers[i]->ready_len, memory_order_relaxed) != 0)
             return true;
     return false;
 }
@@ -88,6 +91,7 @@ bool weft__work_visible(weft_pool *pool)
 /* job: as a deque slot holds it (spawned frames tagged). */
 void weft__run_job(struct weft__worker *w, struct weft__job *job)
 {
+    WEFT_ASSERT(!weft__is_resume(job));
     if ((uintptr_t)job & WEFT__FRAME_TAG) {
         weft__run_frame(w, (struct weft__job *)((uintptr_t)job & ~WEFT__FRAME_TAG));
         return;
@@ -109,7 +113,12 @@ static struct weft__job *steal_round(struct weft__worker *w)
     /* Random victims in random order: shakes out assumptions about who steals. */
     for (unsigned k = 0; k < nv; k++) {
         unsigned v = w->victims[weft__dbg_rand() % nv];
-        struct weft__job *job = weft__deque_steal(&pool->workers[v]->dq);
+        struct weft__job *job = weft__ready_pop(pool->workers[v]);
+        if (!job)
+            job = weft__yield_pop(pool->workers[v]);
+        if (job)
+            return job;
+        job = weft__deque_steal(&pool->workers[v]->dq);
         if (job == WEFT__STEAL_ABORT) {
             WEFT__COUNT(w, steal_fails);
             continue;
@@ -127,7 +136,11 @@ static struct weft__job *steal_round(struct weft__worker *w)
         unsigned off = len > 1 ? (unsigned)(rng_next(w) % len) : 0;
         for (unsigned k = 0; k < len; k++) {
             unsigned v = w->victims[start + (off + k) % len];
-            struct weft__job *job;
+            struct weft__job *job = weft__ready_pop(pool->workers[v]);
+            if (!job)
+                job = weft__yield_pop(pool->workers[v]);
+            if (job)
+                return job;
             /* A lost race means the victim has work: try it again at once. */
             while ((job = weft__deque_steal(&pool->workers[v]->dq)) == WEFT__STEAL_ABORT)
                 WEFT__COUNT(w, steal_fails);
@@ -142,15 +155,31 @@ static struct weft__job *steal_round(struct weft__worker *w)
 #endif
 }
 
+/* Jobs a worker runs between looks at its ring while it has local work. */
+#define IO_EVERY 32
+
 /* One job to run, or NULL when *until reads 1 (after parking, possibly). Local jobs
- * are taken only above floor: see weft__help_until. */
-static struct weft__job *find_work(struct weft__worker *w, const _Atomic(uint32_t) *until,
-                                   int64_t floor)
+ * are taken only above floor: see weft__wait_latch and scope.c. */
+struct weft__job *weft__find_work(struct weft__worker *w, const _Atomic(uint32_t) *until,
+                                  int64_t floor)
 {
-    struct weft__job *job = NULL;
+    struct weft__job *job;
+    if (w->io && (++w->tick >= IO_EVERY || weft__io_pending(w))) {
+        w->tick = 0;
+        weft__io_poll(w, false);
+    }
+    job = weft__ready_pop(w);
+    if (job)
+        return job;
+    if (weft__yield_first(w) && (job = weft__yield_pop(w)))
+        return job;
     if (atomic_load_explicit(&w->dq.bottom, memory_order_relaxed) > floor) /* owner's own */
         job = weft__deque_pop(&w->dq);
     if (job)
+        return job;
+    if (w->io && weft__io_poll(w, false) > 0 && (job = weft__ready_pop(w)))
+        return job;
+    if ((job = weft__yield_pop(w)))
         return job;
     weft__start_searching(w);
     for (;;) {
@@ -158,6 +187,8 @@ static struct weft__job *find_work(struct weft__worker *w, const _Atomic(uint32_
             job = steal_round(w);
             if (!job)
                 job = weft__inject_pop(w->pool);
+            if (!job && w->io && (round & 3) == 3 && weft__io_poll(w, false) > 0)
+                job = weft__ready_pop(w);
             if (job) {
                 weft__stop_searching(w);
                 return job;
@@ -175,25 +206,14 @@ static struct weft__job *find_work(struct weft__worker *w, const _Atomic(uint32_
             }
         }
         weft__park(w, until);
+        job = weft__ready_pop(w); /* parked in the ring: completions came in */
+        if (job) {
+            weft__stop_searching(w);
+            return job;
+        }
         if (atomic_load_explicit(until, memory_order_acquire) == 1) { /* as above */
             weft__stop_searching(w);
             return NULL;
         }
-    }
-}
-
-/* A waiter never pops its own deque below floor, the bottom when the wait (or the
- * scope) began: the jobs there were pushed by frames below it on this stack, and a
- * join there that finds bottom back at its index + 1 pops its slot without looking
- * at it (weft.h). Were a scope's wait to run such a job and its body then spawn into
- * the emptied slot, that join would run its job twice and drop the frame. Those jobs
- * stay stealable by other workers. */
-void weft__help_until(struct weft__worker *w, const _Atomic(uint32_t) *word, int64_t floor)
-{
-    /* Acquire: pairs with the release that sets the word (latch_set, pool stop). */
-    while (atomic_load_explicit(word, memory_order_acquire) != 1) {
-        struct weft__job *job = find_work(w, word, floor);
-        if (job)
-            weft__run_job(w, job);
     }
 }

@@ -1,0 +1,442 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The blocking backend: where io_uring cannot be used (no kernel support, seccomp,
+ * io_uring_disabled, WEFT_IO=blocking, WEFT_POOL_NO_URING), a task's operation runs
+ * as the plain syscall on a small pool of blocking threads, and the task is resumed
+ * when it is done. Same results, same errors, same cancellation.
+ *
+ * A thread per waiting operation would not do: a thousand tasks waiting in recv()
+ * would need a thousand threads, and with any cap the tasks that would send the data
+ * could be stuck behind them. So operations that can wait for ever (reads, writes,
+ * recv, send and accept on anything but a regular file or block device) first wait
+ * for readiness in one poller thread (poll(2) over all of them, which also keeps
+ * the sleep deadlines), and only then take a blocking thread for the syscall itself
+ * (recv and send with MSG_DONTWAIT, so a lost race goes back to the poller). Other
+ * operations (open, statx, close, fsync, connect, file reads) go straight to a
+ * blocking thread: they take as long as the disk or the kernel takes, not as long
+ * as a peer.
+ *
+ * Threads start on demand, up to max(4, 2 x workers), and live until the pool is
+ * destroyed. They block every signal (they are started by workers, which do).
+ *
+ * Cancellation (io.c calls weft__blocking_cancel under the scope's lock): a queued
+ * operation is taken off the queue and completes with -ECANCELED; one waiting in
+ * the poller is marked and the poller completes it; one whose syscall is running
+ * finishes (it is ready or bounded).
+ */
+#define _GNU_SOURCE
+#include "reactor.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+enum { BS_QUEUED = 1, BS_WAITING, BS_RUNNING, BS_DONE };
+
+struct weft__blocking {
+    weft_pool *pool;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct weft__op *q_head, *q_tail;     /* syscalls to run, FIFO */
+    unsigned nthreads, nidle, max_threads;
+    pthread_t *threads;
+    bool stop;
+    /* Poller: operations waiting for readiness or a deadline (its own list). */
+    bool poller_started;
+    pthread_t poller;
+    int efd;                              /* wakes the poller */
+    struct weft__op *waiting;             /* linked through bnext (under mu) */
+    unsigned nwaiting;
+};
+
+int64_t weft__op_syscall(struct weft__op *op)
+{
+    long r = 0;
+    switch (op->kind) {
+    case WEFT__OP_OPEN:
+        r = open(op->path, op->flags, op->mode);
+        break;
+    case WEFT__OP_CLOSE:
+        r = close(op->fd);
+        break;
+    case WEFT__OP_READ:
+        r = op->off == -1 ? read(op->fd, op->buf, op->len)
+                          : pread(op->fd, op->buf, op->len, op->off);
+        break;
+    case WEFT__OP_WRITE:
+        r = op->off == -1 ? write(op->fd, op->buf, op->len)
+                          : pwrite(op->fd, op->buf, op->len, op->off);
+        break;
+    case WEFT__OP_STATX:
+        r = statx(op->fd, op->path, op->flags, op->mask, op->stx);
+        break;
+    case WEFT__OP_FSYNC:
+        r = fsync(op->fd);
+        break;
+    case WEFT__OP_ACCEPT:
+        r = accept4(op->fd, op->addr, op->addrlenp, op->flags);
+        break;
+    case WEFT__OP_CONNECT:
+        r = connect(op->fd, op->addr, op->addrlen);
+        break;
+    case WEFT__OP_RECV:
+        r = recv(op->fd, op->buf, op->len, op->flags);
+        break;
+    case WEFT__OP_SEND:
+        r = send(op->fd, op->buf, op->len, op->flags);
+        break;
+    case WEFT__OP_SLEEP: {
+        struct timespec ts = op->ts;
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+        return 0;
+    }
+    }
+    return r < 0 ? -errno : r;
+}
+
+int weft__blocking_init(weft_pool *pool)
+{
+    struct weft__blocking *b = calloc(1, sizeof(*b));
+    if (!b)
+        return -ENOMEM;
+    b->pool = pool;
+    b->max_threads = pool->nthreads * 2 < 4 ? 4 : pool->nthreads * 2;
+    if (b->max_threads > 64)
+        b->max_threads = 64;
+    b->threads = calloc(b->max_threads, sizeof(pthread_t));
+    b->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (!b->threads || b->efd < 0) {
+        if (b->efd >= 0)
+            close(b->efd);
+        free(b->threads);
+        free(b);
+        return -ENOMEM;
+    }
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_cond_init(&b->cv, NULL);
+    pool->blocking = b;
+    return 0;
+}
+
+void weft__blocking_free(weft_pool *pool)
+{
+    struct weft__blocking *b = pool->blocking;
+    if (!b)
+        return;
+    pool->blocking = NULL;
+    if (atomic_load_explicit(&pool->dead, memory_order_relaxed)) {
+        close(b->efd); /* forked child: no threads here, locks in any state */
+        free(b->threads);
+        free(b);
+        return;
+    }
+    pthread_mutex_lock(&b->mu);
+    b->stop = true;
+    pthread_cond_broadcast(&b->cv);
+    unsigned n = b->nthreads;
+    bool poller = b->poller_started;
+    pthread_mutex_unlock(&b->mu);
+    uint64_t one = 1;
+    if (write(b->efd, &one, sizeof(one)) < 0) {
+        /* the counter is full: the poller is being woken anyway */
+    }
+    for (unsigned i = 0; i < n; i++)
+        pthread_join(b->threads[i], NULL);
+    if (poller)
+        pthread_join(b->poller, NULL);
+    pthread_mutex_destroy(&b->mu);
+    pthread_cond_destroy(&b->cv);
+    close(b->efd);
+    free(b->threads);
+    free(b);
+}
+
+static void complete(struct weft__op *op, int64_t res)
+{
+    op->res = res;
+    op->bstate = BS_DONE;
+    /* The ready queue's lock publishes res to whoever resumes the task. */
+    weft__ready(op->w, &op->wait);
+}
+
+static void poller_wake(struct weft__blocking *b)
+{
+    uint64_t one = 1;
+    if (write(b->efd, &one, sizeof(one)) < 0) {
+        /* EAGAIN: a wake is pending already */
+    }
+}
+
+static short op_events(const struct weft__op *op)
+{
+    return (op->kind == WEFT__OP_WRITE || op->kind == WEFT__OP_SEND) ? POLLOUT : POLLIN;
+}
+
+static void *bthread_main(void *arg);
+static void *poller_main(void *arg);
+
+/* Called with mu held. */
+static void enqueue_locked(struct weft__blocking *b, struct weft__op *op)
+{
+    op->bstate = BS_QUEUED;
+    op->bnext = NULL;
+    if (b->q_tail)
+        b->q_tail->bnext = op;
+    else
+        b->q_head = op;
+    b->q_tail = op;
+    if (b->nidle == 0 && b->nthreads < b->max_threads &&
+        pthread_create(&b->threads[b->nthreads], NULL, bthread_main, b) == 0)
+        b->nthreads++;
+    pthread_cond_signal(&b->cv);
+}
+
+/* Called with mu held. */
+static void wait_locked(struct weft__blocking *b, struct weft__op *op)
+{
+    op->bstate = BS_WAITING;
+    op->bnext = b->waiting;
+    b->waiting = op;
+    b->nwaiting++;
+    if (!b->poller_started && pthread_create(&b->poller, NULL, poller_main, b) == 0)
+        b->poller_started = true;
+    poller_wake(b);
+}
+
+static void *bthread_main(void *arg)
+{
+    struct weft__blocking *b = arg;
+    pthread_setname_np(pthread_self(), "weft-blocking");
+    pthread_mutex_lock(&b->mu);
+    for (;;) {
+        while (!b->q_head && !b->stop) {
+            b->nidle++;
+            pthread_cond_wait(&b->cv, &b->mu);
+            b->nidle--;
+        }
+        if (b->stop)
+            break;
+        struct weft__op *op = b->q_head;
+        b->q_head = op->bnext;
+        if (!b->q_head)
+            b->q_tail = NULL;
+        op->bstate = BS_RUNNING;
+        pthread_mutex_unlock(&b->mu);
+        bool polled = op->flags & (int)0x40000000; /* see weft__blocking_run */
+        int saved = op->flags;
+        if (polled && (op->kind == WEFT__OP_RECV || op->kind == WEFT__OP_SEND))
+            op->flags = (saved & ~0x40000000) | MSG_DONTWAIT;
+        else
+            op->flags = saved & ~0x40000000;
+        int64_t r = weft__op_syscall(op);
+        op->flags = saved;
+        pthread_mutex_lock(&b->mu);
+        if (polled && r == -EAGAIN && !(saved & MSG_DONTWAIT) &&
+            !atomic_load_explicit(&op->cancelled, memory_order_relaxed)) {
+            wait_locked(b, op);    /* lost a race for the data: wait again */
+            continue;
+        }
+        pthread_mutex_unlock(&b->mu);
+        complete(op, r);
+        pthread_mutex_lock(&b->mu);
+    }
+    pthread_mutex_unlock(&b->mu);
+    return NULL;
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t deadline_ns(const struct weft__op *op)
+{
+    return (int64_t)op->ts.tv_sec * 1000000000 + op->ts.tv_nsec;
+}
+
+static void *poller_main(void *arg)
+{
+    struct weft__blocking *b = arg;
+    pthread_setname_np(pthread_self(), "weft-poller");
+    struct pollfd *fds = NULL;
+    struct weft__op **ops = NULL;
+    size_t cap = 0;
+    pthread_mutex_lock(&b->mu);
+    while (!b->stop) {
+        /* Settle what is due, then build the poll set. Only this thread takes
+         * operations off the waiting list, so the array stays valid unlocked. */
+        int64_t now = now_ns(), next = -1;
+        struct weft__op **pp = &b->waiting;
+        struct weft__op *done = NULL;
+        while (*pp) {
+            struct weft__op *op = *pp;
+            bool due = atomic_load_explicit(&op->cancelled, memory_order_relaxed) ||
+                       (op->kind == WEFT__OP_SLEEP && deadline_ns(op) <= now);
+            if (due) {
+                *pp = op->bnext;
+                b->nwaiting--;
+                op->bnext = done;
+                done = op;
+                continue;
+            }
+            if (op->kind == WEFT__OP_SLEEP) {
+                int64_t d = deadline_ns(op) - now;
+                if (next < 0 || d < next)
+                    next = d;
+            }
+            pp = &op->bnext;
+        }
+        if (done) {
+            pthread_mutex_unlock(&b->mu);
+            while (done) {
+                struct weft__op *op = done;
+                done = op->bnext;
+                complete(op, atomic_load_explicit(&op->cancelled, memory_order_relaxed)
+                                 ? -ECANCELED : 0);
+            }
+            pthread_mutex_lock(&b->mu);
+            continue;
+        }
+        size_t n = 1;
+        if (b->nwaiting + 1 > cap) {
+            size_t ncap = (b->nwaiting + 1) * 2;
+            struct pollfd *nf = realloc(fds, ncap * sizeof(*fds));
+            if (nf)
+                fds = nf;
+            struct weft__op **no = realloc(ops, ncap * sizeof(*ops));
+            if (no)
+                ops = no;
+            if (nf && no)
+                cap = ncap;
+        }
+        fds[0] = (struct pollfd){.fd = b->efd, .events = POLLIN};
+        for (struct weft__op *op = b->waiting; op && n < cap; op = op->bnext) {
+            if (op->kind == WEFT__OP_SLEEP)
+                continue;
+            fds[n] = (struct pollfd){.fd = op->fd, .events = op_events(op)};
+            ops[n++] = op;
+        }
+        pthread_mutex_unlock(&b->mu);
+        int timeout = next < 0 ? -1 : (int)((next + 999999) / 1000000);
+        int r = poll(fds, n, timeout);
+        pthread_mutex_lock(&b->mu);
+        if (r <= 0)
+            continue;
+        if (fds[0].revents) {
+            uint64_t v;
+            ssize_t rr = read(b->efd, &v, sizeof(v));
+            (void)rr;
+        }
+        for (size_t i = 1; i < n; i++) {
+            if (!fds[i].revents)
+                continue;
+            struct weft__op *op = ops[i];
+            for (pp = &b->waiting; *pp; pp = &(*pp)->bnext)
+                if (*pp == op) {
+                    *pp = op->bnext;
+                    b->nwaiting--;
+                    break;
+                }
+            enqueue_locked(b, op);
+        }
+    }
+    pthread_mutex_unlock(&b->mu);
+    free(fds);
+    free(ops);
+    return NULL;
+}
+
+/* Can this operation wait for ever (on a peer)? Then it waits for readiness first. */
+static bool needs_poll(const struct weft__op *op)
+{
+    switch (op->kind) {
+    case WEFT__OP_READ:
+    case WEFT__OP_WRITE:
+    case WEFT__OP_RECV:
+    case WEFT__OP_SEND:
+    case WEFT__OP_ACCEPT: {
+        struct stat st;
+        if (fstat(op->fd, &st) != 0)
+            return false; /* the syscall reports the error */
+        return !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode) && !S_ISDIR(st.st_mode);
+    }
+    default:
+        return false;
+    }
+}
+
+/* After the task switched away: hand the operation over. */
+static void after_blocking(struct weft__worker *w, struct weft__wait *wt, void *arg)
+{
+    (void)w;
+    (void)wt;
+    struct weft__op *op = arg;
+    struct weft__blocking *b = op->w->pool->blocking;
+    pthread_mutex_lock(&b->mu);
+    if (atomic_load_explicit(&op->cancelled, memory_order_relaxed)) {
+        pthread_mutex_unlock(&b->mu);
+        complete(op, -ECANCELED);
+        return;
+    }
+    if (op->kind == WEFT__OP_SLEEP || (op->flags & 0x40000000))
+        wait_locked(b, op);
+    else
+        enqueue_locked(b, op);
+    pthread_mutex_unlock(&b->mu);
+}
+
+int64_t weft__blocking_run(struct weft__worker *w, struct weft__op *op)
+{
+    op->w = w;
+    op->bstate = 0;
+    if (op->kind == WEFT__OP_SLEEP) {
+        int64_t d = now_ns() + (int64_t)op->ts.tv_sec * 1000000000 + op->ts.tv_nsec;
+        op->ts.tv_sec = d / 1000000000;
+        op->ts.tv_nsec = d % 1000000000;
+    } else if (needs_poll(op)) {
+        op->flags |= 0x40000000; /* private mark: poll first (no MSG_* flag uses it) */
+    }
+    if (weft__suspend(&op->wait, after_blocking, op) != 0) {
+        /* No stack: block this worker instead. */
+        op->flags &= ~0x40000000;
+        if (op->kind == WEFT__OP_SLEEP) {
+            int64_t left = deadline_ns(op) - now_ns();
+            op->ts.tv_sec = left > 0 ? left / 1000000000 : 0;
+            op->ts.tv_nsec = left > 0 ? left % 1000000000 : 0;
+        }
+        return weft__op_syscall(op);
+    }
+    op->flags &= ~0x40000000;
+    return op->res;
+}
+
+void weft__blocking_cancel(weft_pool *pool, struct weft__op *op)
+{
+    struct weft__blocking *b = pool->blocking;
+    pthread_mutex_lock(&b->mu);
+    if (op->bstate == BS_QUEUED) {
+        struct weft__op **pp = &b->q_head, *prev = NULL;
+        for (; *pp; prev = *pp, pp = &(*pp)->bnext)
+            if (*pp == op) {
+                *pp = op->bnext;
+                if (b->q_tail == op)
+                    b->q_tail = prev;
+                break;
+            }
+        op->bstate = BS_DONE;
+        pthread_mutex_unlock(&b->mu);
+        complete(op, -ECANCELED);
+        return;
+    }
+    if (op->bstate == BS_WAITING)
+        poller_wake(b); /* it sees op->cancelled, stored before we took mu */
+    pthread_mutex_unlock(&b->mu);
+}

@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: MIT */
+/* The reactor: I/O operations of suspended tasks (io.c, uring.c, blocking.c). */
+#ifndef WEFT_REACTOR_H
+#define WEFT_REACTOR_H
+
+#include "pool.h"
+
+#include <time.h>
+
+enum weft__op_kind {
+    WEFT__OP_OPEN, WEFT__OP_CLOSE, WEFT__OP_READ, WEFT__OP_WRITE, WEFT__OP_STATX,
+    WEFT__OP_FSYNC, WEFT__OP_ACCEPT, WEFT__OP_CONNECT, WEFT__OP_RECV, WEFT__OP_SEND,
+    WEFT__OP_SLEEP,
+};
+
+/* One I/O operation of a task, on the task's (suspended) stack. */
+struct weft__op {
+    struct weft__wait wait;          /* the task, while it waits */
+    struct weft__worker *w;          /* worker that submitted it (its ring or queue) */
+    enum weft__op_kind kind;
+    int fd, flags;
+    unsigned mask;
+    mode_t mode;
+    void *buf;
+    size_t len;
+    off_t off;
+    const char *path;
+    void *addr;                      /* sockaddr */
+    socklen_t addrlen;               /* connect */
+    socklen_t *addrlenp;             /* accept */
+    void *stx;                       /* struct statx */
+    struct timespec ts;              /* sleep: relative; blocking: absolute deadline */
+    int64_t res;
+    bool done;                       /* result is in (set by the owner's reap) */
+    bool suspended;                  /* the task has switched away (owner-private) */
+    /* Cancellation (io.c): the scope whose list holds it (under the scope's mu). */
+    struct weft_scope *scope;
+    struct weft__op *sprev, *snext;
+    _Atomic(bool) cancelled;         /* cancel requested (relaxed: locks order it) */
+    /* uring: queued on w's cancel inbox (under its io's mutex). */
+    bool cancel_queued;
+    struct weft__op *cnext, *cprev;
+    /* blocking backend (blocking.c). */
+    struct weft__op *bnext;
+    int bstate;
+    struct weft__bthread *bthread;
+};
+
+/* uring.c */
+/* Set up one ring per worker (disabled until its thread enables it). false: io_uring
+ * is not usable here (the pool uses the blocking backend). */
+bool weft__uring_pool_init(weft_pool *pool);
+void weft__uring_pool_free(weft_pool *pool);
+void weft__io_thread_init(struct weft__worker *w);
+void weft__io_thread_exit(struct weft__worker *w);
+/* Submitted-but-unreaped operations or unsubmitted entries. */
+bool weft__io_pending(struct weft__worker *w);
+/* Submit what is queued and reap completions; wait: block for at least one (the
+ * worker parks in its ring). Returns the number of tasks made ready. */
+int  weft__io_poll(struct weft__worker *w, bool wait);
+/* End the ring wait of a parked worker (after its wake word was set). */
+void weft__io_wake(struct weft__worker *target);
+/* Run op on the calling worker's ring; the task suspends unless it completes at
+ * once. Returns the result (-errno). */
+int64_t weft__uring_run(struct weft__worker *w, struct weft__op *op);
+/* Ask op's worker to cancel it (any thread; op stays valid: the caller holds its
+ * scope's mu). */
+void weft__uring_cancel(struct weft__op *op);
+/* The task is done with op: off its worker's cancel inbox. */
+void weft__uring_unqueue(struct weft__op *op);
+
+/* io.c: ask op's backend to cancel it (scope.c, under the scope's lock). */
+void weft__op_cancel(struct weft__op *op);
+
+/* blocking.c */
+int  weft__blocking_init(weft_pool *pool);
+void weft__blocking_free(weft_pool *pool);
+int64_t weft__blocking_run(struct weft__worker *w, struct weft__op *op);
+void weft__blocking_cancel(weft_pool *pool, struct weft__op *op);
+/* The syscall for op, here and now (also: outside any task). */
+int64_t weft__op_syscall(struct weft__op *op);
+
+#endif

@@ -1,0 +1,398 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Suspension: tasks that wait give their stack up, workers go on (DESIGN.md,
+ * "suspension" and "Suspension protocol").
+ *
+ * Every worker runs its loop on a fiber from the pool's stack cache, never on its
+ * thread's own stack, which it keeps only to exit on. A task runs on whatever fiber
+ * its worker is running; it never touches a second stack unless it waits.
+ *
+ * A task that waits (I/O, sleep, yield, a join or scope whose job is elsewhere with
+ * nothing left to help with) calls weft__suspend(): its fiber, with every frame on
+ * it (the loop at the bottom, perhaps waits that ran it), is left as it is, and the
+ * worker switches to a ready task if it has one, else to a fresh loop fiber. The
+ * fiber that left cannot be published while it still runs on its stack (another
+ * worker could resume it at once), so the switch carries an "after" action that the
+ * receiving side runs once the switch is complete: hand the wait to the reactor,
+ * register it on a latch, put it on a ready queue. Go does the same with mcall().
+ *
+ * Ready tasks sit in per-worker FIFO queues (a mutex each; any thread pushes, the
+ * owner pops first, thieves pop when stealing). A worker looks there before its
+ * deque: running a ready task first bounds the number of stacks held by suspended
+ * tasks (100 000 tasks that each yield hold two stacks, not 100 000).
+ *
+ * Switching to a ready fiber is safe from two places only: from the bottom loop,
+ * whose fiber then holds nothing and exits (its stack goes back to the cache), and
+ * from a wait that first makes its own fiber resumable (registered on its latch, so
+ * the latch's setter makes it ready). A resumed fiber may continue on another
+ * worker: every frame below the task (the loop, waits) re-reads the current worker
+ * after each call that may switch (weft__current(); fiber.h, THE HAZARD).
+ *
+ * Latch protocol with suspended waiters (join.c holds the setter): the waiter is
+ * registered in place (state 2, waiter = its worker) while it helps. To suspend, the
+ * after action moves 2 -> 0, stores the wait record, then 0 -> 3; a setter that
+ * finds 0 sets 1 and the waiter's second CAS fails, so it makes itself ready; a
+ * setter that finds 3 reads the record, stores 1 and makes the task ready.
+ */
+#define _GNU_SOURCE
+#include "pool.h"
+
+#include <errno.h>
+#include <string.h>
+
+WEFT__TLS_READER struct weft__worker *weft__current(void)
+{
+    return weft__self;
+}
+
+WEFT_API WEFT__TLS_READER struct weft__worker *weft__self_get(void)
+{
+    return weft__self;
+}
+
+/* ------------------------------------------------------------------------------
+ * Ready queues
+ * ---------------------------------------------------------------------------- */
+
+static void queue_push(struct weft__worker *w, struct weft__job **head,
+                       struct weft__job **tail, struct weft__wait *wt)
+{
+    wt->job.next = NULL;
+    pthread_mutex_lock(&w->ready_mu);
+    if (*tail)
+        (*tail)->next = &wt->job;
+    else
+        *head = &wt->job;
+    *tail = &wt->job;
+    atomic_store_explicit(&w->ready_len,
+                          atomic_load_explicit(&w->ready_len, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    pthread_mutex_unlock(&w->ready_mu);
+    /* StoreLoad between the queue's length and the parking word: pairs with the RMW
+     * + heavy barrier in weft__park() before its last look (weft__work_visible). */
+    atomic_thread_fence(memory_order_seq_cst);
+    weft__notify_work(w->pool);
+}
+
+static struct weft__job *queue_pop(struct weft__worker *w, struct weft__job **head,
+                                   struct weft__job **tail)
+{
+    if (atomic_load_explicit(&w->ready_len, memory_order_relaxed) == 0)
+        return NULL;
+    pthread_mutex_lock(&w->ready_mu);
+    struct weft__job *j = *head;
+    if (j) {
+        *head = j->next;
+        if (!*head)
+            *tail = NULL;
+        atomic_store_explicit(&w->ready_len,
+                              atomic_load_explicit(&w->ready_len, memory_order_relaxed) - 1,
+                              memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&w->ready_mu);
+    return j ? (struct weft__job *)((uintptr_t)j | WEFT__RESUME_TAG) : NULL;
+}
+
+void weft__ready_push(struct weft__worker *w, struct weft__wait *wt)
+{
+    queue_push(w, &w->ready_head, &w->ready_tail, wt);
+}
+
+struct weft__job *weft__ready_pop(struct weft__worker *w)
+{
+    return queue_pop(w, &w->ready_head, &w->ready_tail);
+}
+
+/* Yielded tasks wait behind the deque, so that a task spinning on weft_yield lets
+ * new work run; but each holds a stack, so past this many per worker they go first
+ * (100 000 tasks that each yield then hold about that many stacks, not 100 000). */
+#define YIELD_MAX_PER_WORKER 16u
+
+bool weft__yield_first(struct weft__worker *w)
+{
+    return atomic_load_explicit(&w->pool->nyield, memory_order_relaxed) >=
+           YIELD_MAX_PER_WORKER * w->pool->nthreads;
+}
+
+struct weft__job *weft__yield_pop(struct weft__worker *w)
+{
+    struct weft__job *j = queue_pop(w, &w->yield_head, &w->yield_tail);
+    if (j)
+        atomic_fetch_sub_explicit(&w->pool->nyield, 1, memory_order_relaxed);
+    return j;
+}
+
+static struct weft__wait *wait_of(struct weft__job *resume)
+{
+    return (struct weft__wait *)(void *)((uintptr_t)resume & ~WEFT__RESUME_TAG);
+}
+
+void weft__ready(struct weft__worker *hint, struct weft__wait *wt)
+{
+    struct weft__worker *w = weft__current();
+    if (!w || w->pool != hint->pool)
+        w = hint;
+    weft__ready_push(w, wt);
+}
+
+#ifdef WEFT_HAVE_FIBERS
+
+/* ------------------------------------------------------------------------------
+ * Switching
+ * ---------------------------------------------------------------------------- */
+
+static noreturn void loop_main(void *arg, void *msg);
+
+/* Run the action the fiber that switched here left for us. */
+static void run_after(struct weft__worker *w)
+{
+    weft__after_fn fn = w->after;
+    if (fn) {
+        w->after = NULL;
+        fn(w, w->after_wt, w->after_arg);
+    }
+}
+
+/* A fresh loop fiber: the spare one if any, else one from the cache. */
+static struct weft__fiber *loop_fiber(struct weft__worker *w)
+{
+    struct weft__fiber *f = w->spare;
+    if (f) {
+        w->spare = NULL;
+        return f;
+    }
+    if (weft__fiber_create(&w->pool->stacks, &f, loop_main, NULL) != 0)
+        return NULL;
+    return f;
+}
+
+/* After an exit: the fiber that left is dead; keep it as the spare if it never ran
+ * a task (a fresh loop fiber looks the same), else give its stack back. */
+static void after_exit(struct weft__worker *w, struct weft__wait *wt, void *arg)
+{
+    (void)wt;
+    (void)arg;
+    weft__fiber_destroy(w->after_from);
+}
+
+/* Leave the running fiber for good and run to. */
+static noreturn void exit_to(struct weft__worker *w, struct weft__fiber *to)
+{
+    struct weft__fiber *from = w->fiber;
+    w->after = after_exit;
+    w->after_from = from;
+    w->fiber = to;
+    weft__fiber_exit(from, to, NULL);
+}
+
+/* Leave the running fiber (suspended) for to; after(w', wt, arg) runs on the other
+ * side. Returns when something resumes this fiber, on any worker. */
+static void switch_to(struct weft__worker *w, struct weft__fiber *to, weft__after_fn after,
+                      struct weft__wait *wt, void *arg)
+{
+    struct weft__fiber *from = w->fiber;
+    struct weft_scope *scope = w->scope;
+    wt->fiber = from;
+    w->after = after;
+    w->after_wt = wt;
+    w->after_arg = arg;
+    w->after_from = from;
+    w->fiber = to;
+    weft__fiber_switch(from, to, NULL);
+    w = weft__current();
+    run_after(w);
+    w->scope = scope;
+}
+
+/* The worker loop. Runs on a fiber; every fiber's bottom frame is one. */
+static noreturn void bottom_loop(void)
+{
+    for (;;) {
+        struct weft__worker *w = weft__current();
+        weft_pool *pool = w->pool;
+        /* Acquire: pairs with the release store of the stop word (stop_workers). */
+        if (atomic_load_explicit(&pool->stop, memory_order_acquire) == 1)
+            exit_to(w, &w->thread_fiber);
+        struct weft__job *job = weft__find_work(w, &pool->stop, INT64_MIN);
+        if (!job)
+            continue;
+        if (weft__is_resume(job))
+            exit_to(w, wait_of(job)->fiber); /* nothing of ours is left on this stack */
+        w->scope = NULL;
+        weft__run_job(w, job);
+    }
+}
+
+static noreturn void loop_main(void *arg, void *msg)
+{
+    (void)arg;
+    (void)msg;
+    run_after(weft__current());
+    bottom_loop();
+}
+
+void weft__sched_thread(struct weft__worker *w)
+{
+    weft__fiber_init_thread(&w->thread_fiber);
+    w->fiber = &w->thread_fiber;
+    struct weft__fiber *f = loop_fiber(w);
+    if (!f) {
+        /* No stack: run the loop on this thread's stack; nothing can suspend. */
+        fprintf(stderr, "weft: no memory for a worker stack; tasks will not suspend\n");
+        w->fiber = NULL;
+        for (;;) {
+            if (atomic_load_explicit(&w->pool->stop, memory_order_acquire) == 1)
+                return; /* acquire: as in bottom_loop */
+            struct weft__job *job = weft__find_work(w, &w->pool->stop, INT64_MIN);
+            if (job)
+                weft__run_job(w, job);
+        }
+    }
+    struct weft__wait none;
+    switch_to(w, f, NULL, &none, NULL);
+    /* Back on the thread stack: the pool stops. run_after freed the last loop. */
+    if (w->spare) {
+        weft__fiber_destroy(w->spare);
+        w->spare = NULL;
+    }
+}
+
+void weft__sched_worker_free(struct weft__worker *w)
+{
+    (void)w;
+}
+
+int weft__suspend(struct weft__wait *wt, weft__after_fn after, void *arg)
+{
+    struct weft__worker *w = weft__current();
+    if (!w || !w->fiber)
+        return -ENOMEM;
+    struct weft__job *r = weft__ready_pop(w);
+    struct weft__fiber *to = r ? wait_of(r)->fiber : loop_fiber(w);
+    if (!to)
+        return -ENOMEM;
+    switch_to(w, to, after, wt, arg);
+    return 0;
+}
+
+static void after_yield(struct weft__worker *w, struct weft__wait *wt, void *arg)
+{
+    (void)arg;
+    atomic_fetch_add_explicit(&w->pool->nyield, 1, memory_order_relaxed);
+    queue_push(w, &w->yield_head, &w->yield_tail, wt);
+}
+
+bool weft__yield(void)
+{
+    struct weft__worker *w = weft__current();
+    if (!w || !w->fiber)
+        return false;
+    /* Behind whatever is ready and whatever is on the deque (weft__find_work). */
+    struct weft__wait wt;
+    return weft__suspend(&wt, after_yield, NULL) == 0;
+}
+
+/* After a waiter switched away: make it the latch's suspended waiter (2 -> 0 ->
+ * 3), or ready if the latch was set meanwhile. */
+static void after_latch(struct weft__worker *w, struct weft__wait *wt, void *arg)
+{
+    struct weft__latch *l = arg;
+    uint32_t s = 2;
+    /* Acquire (both ways): on failure the latch is set and we must see the job's
+     * effects; pairs with the setter's release. 0 itself publishes nothing. */
+    if (atomic_compare_exchange_strong_explicit(&l->state, &s, 0, memory_order_acquire,
+                                                memory_order_acquire)) {
+        l->waiter = wt;
+        s = 0;
+        /* Release: publishes l->waiter; pairs with the setter's acquire load of 3.
+         * Failure: the setter set 1 meanwhile (acquire: pairs with its release). */
+        if (atomic_compare_exchange_strong_explicit(&l->state, &s, 3, memory_order_release,
+                                                    memory_order_acquire))
+            return;
+    }
+    WEFT_ASSERT(s == 1);
+    weft__ready_push(w, wt);
+}
+
+/* Re-register the latch's in-place waiter (state 2) as w after a move. Returns false
+ * if the latch is set. */
+static bool latch_rewait(struct weft__latch *l, struct weft__worker *w)
+{
+    uint32_t s = 2;
+    /* As in after_latch: 2 -> 0, store, 0 -> 2. */
+    if (!atomic_compare_exchange_strong_explicit(&l->state, &s, 0, memory_order_acquire,
+                                                 memory_order_acquire))
+        return false;
+    l->waiter = w;
+    s = 0;
+    /* Release: publishes l->waiter (pairs with the setter's acquire load of 2). */
+    return atomic_compare_exchange_strong_explicit(&l->state, &s, 2, memory_order_release,
+                                                   memory_order_acquire);
+}
+
+#else /* !WEFT_HAVE_FIBERS: nothing suspends; workers run on their thread stacks */
+
+void weft__sched_thread(struct weft__worker *w)
+{
+    while (atomic_load_explicit(&w->pool->stop, memory_order_acquire) != 1) {
+        struct weft__job *job = weft__find_work(w, &w->pool->stop, INT64_MIN);
+        if (job)
+            weft__run_job(w, job);
+    }
+}
+
+void weft__sched_worker_free(struct weft__worker *w)
+{
+    (void)w;
+}
+
+int weft__suspend(struct weft__wait *wt, weft__after_fn after, void *arg)
+{
+    (void)wt;
+    (void)after;
+    (void)arg;
+    return -ENOMEM;
+}
+
+bool weft__yield(void)
+{
+    return false;
+}
+
+#endif
+
+/* The wait of a worker on a latch it registered on (state 2, waiter = w): run other
+ * work until the latch is set; a ready task found meanwhile runs instead of this
+ * wait, which then suspends on the latch (a wait never holds a ready task back).
+ * floor: see weft__find_work; it applies only on the worker that began the wait. */
+void weft__wait_latch(struct weft__worker *w, struct weft__latch *l, int64_t floor)
+{
+    struct weft__worker *home = w;
+    for (;;) {
+        /* Acquire: pairs with the release that sets the latch. */
+        if (atomic_load_explicit(&l->state, memory_order_acquire) == 1)
+            return;
+        struct weft__job *job = weft__find_work(w, &l->state, floor);
+        if (job) {
+#ifdef WEFT_HAVE_FIBERS
+            if (weft__is_resume(job)) {
+                struct weft__wait wt;
+                switch_to(w, wait_of(job)->fiber, after_latch, &wt, l);
+                /* Made ready only once the latch was set. */
+                return;
+            }
+#endif
+            weft__run_job(w, job);
+        }
+        struct weft__worker *now = weft__current();
+        if (now != w) {
+            /* The job we ran suspended and we came back on another worker. */
+            w = now;
+            floor = w == home ? floor : INT64_MIN;
+#ifdef WEFT_HAVE_FIBERS
+            if (!latch_rewait(l, w))
+                return;
+#endif
+        }
+    }
+}

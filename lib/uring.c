@@ -1,0 +1,407 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The io_uring backend: one ring per worker.
+ *
+ * Rings are created with the pool, disabled (IORING_SETUP_R_DISABLED), and each
+ * worker enables its own from its thread, so that SINGLE_ISSUER makes that thread
+ * the only submitter and DEFER_TASKRUN runs completion work only when the worker
+ * asks for completions: between tasks and while it parks, never by interrupting a
+ * task. Older kernels get the ring without those two flags.
+ *
+ * An operation (reactor.h) is prepared in an SQE whose user_data is the operation
+ * itself, on the task's stack, and submitted at once. Many operations on a warm
+ * page cache (open, read, statx, close) complete inside the submission; then the
+ * task goes on without suspending at all. Otherwise it suspends (sched.c) and the
+ * worker runs other work; the CQE, reaped by the same worker (only it may), puts
+ * the task on the worker's ready queue. A worker's unsubmitted entries (wake
+ * messages, cancellations, the eventfd read) go out with its next submission, in
+ * the same io_uring_enter.
+ *
+ * Parking: a worker with nothing to do waits inside io_uring_enter for one
+ * completion (park.c). Other workers wake it with IORING_OP_MSG_RING from their own
+ * ring; threads that are not workers (and a failed message) write to an eventfd
+ * that the ring always has a read outstanding on.
+ *
+ * Cancellation: only the owner may submit to its ring, so a scope's cancel queues
+ * the operation on its worker's inbox and wakes that worker, which submits an
+ * IORING_OP_ASYNC_CANCEL for it. The operation then completes with -ECANCELED.
+ * Inbox entries stay valid: the canceller holds the scope's lock, under which the
+ * task removes its operation (io.c), and the owner cancels only operations it has
+ * not reaped yet (their tasks are still suspended).
+ *
+ * Rejected: an SQPOLL thread (a core spinning on every ring: there are as many
+ * workers as cores); registered files (the calls take plain fds); one shared ring
+ * (every submission would take a lock, and completions would wake the wrong worker).
+ */
+#define _GNU_SOURCE
+#include "reactor.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <liburing.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define RING_ENTRIES_DEFAULT 256u
+
+/* user_data of entries that are not operations (operations are 8-byte aligned). */
+#define UD_WAKE   ((uint64_t)1)   /* a MSG_RING wake arriving */
+#define UD_EFD    ((uint64_t)2)   /* the eventfd read */
+#define UD_CANCEL ((uint64_t)3)   /* an ASYNC_CANCEL's own completion */
+#define UD_MSG    ((uint64_t)5)   /* tag: a MSG_RING we sent (worker pointer | 5) */
+
+struct weft__io {
+    struct io_uring ring;
+    int efd;                       /* eventfd: wakes from threads without a ring */
+    uint64_t ebuf;                 /* the eventfd read's buffer */
+    bool efd_armed;                /* owner-private */
+    bool enabled;                  /* owner-private: the thread enabled the ring */
+    unsigned inflight;             /* owner-private: submitted, not reaped */
+    pthread_mutex_t cmu;           /* cancel inbox */
+    struct weft__op *cancel_head;
+    _Atomic(bool) cancel_any;
+};
+
+static bool msg_ring_ok;           /* the kernel has IORING_OP_MSG_RING */
+
+static int ring_init(struct weft__io *io, unsigned entries)
+{
+    struct io_uring_params p;
+    memset(&p, 0, sizeof(p));
+    p.flags = IORING_SETUP_R_DISABLED | IORING_SETUP_SINGLE_ISSUER |
+              IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL;
+    int r = io_uring_queue_init_params(entries, &io->ring, &p);
+    if (r == -EINVAL) { /* before 6.1 */
+        memset(&p, 0, sizeof(p));
+        p.flags = IORING_SETUP_R_DISABLED;
+        r = io_uring_queue_init_params(entries, &io->ring, &p);
+    }
+    if (r < 0)
+        return r;
+    io_uring_ring_dontfork(&io->ring); /* DESIGN.md: rings are not inherited */
+    return 0;
+}
+
+bool weft__uring_pool_init(weft_pool *pool)
+{
+    unsigned entries = pool->ring_entries ? pool->ring_entries : RING_ENTRIES_DEFAULT;
+    struct io_uring_probe *probe = NULL;
+    for (unsigned i = 0; i < pool->nthreads; i++) {
+        struct weft__io *io = calloc(1, sizeof(*io));
+        if (!io)
+            goto fail;
+        io->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (io->efd < 0) {
+            free(io);
+            goto fail;
+        }
+        if (ring_init(io, entries) != 0) {
+            close(io->efd);
+            free(io);
+            goto fail;
+        }
+        pthread_mutex_init(&io->cmu, NULL);
+        atomic_init(&io->cancel_any, false);
+        pool->workers[i]->io = io;
+        if (i == 0) {
+            probe = io_uring_get_probe_ring(&io->ring);
+            msg_ring_ok = probe && io_uring_opcode_supported(probe, IORING_OP_MSG_RING);
+            if (probe)
+                io_uring_free_probe(probe);
+        }
+    }
+    return true;
+fail:
+    weft__uring_pool_free(pool);
+    return false;
+}
+
+void weft__uring_pool_free(weft_pool *pool)
+{
+    bool dead = atomic_load_explicit(&pool->dead, memory_order_relaxed) != 0;
+    for (unsigned i = 0; i < pool->nthreads; i++) {
+        struct weft__worker *w = pool->workers ? pool->workers[i] : NULL;
+        if (!w || !w->io)
+            continue;
+        struct weft__io *io = w->io;
+        if (dead) {
+            /* Forked child: the ring's memory was not inherited. */
+            close(io->ring.ring_fd);
+        } else {
+            io_uring_queue_exit(&io->ring);
+            pthread_mutex_destroy(&io->cmu);
+        }
+        close(io->efd);
+        free(io);
+        w->io = NULL;
+    }
+}
+
+static struct io_uring_sqe *get_sqe(struct weft__io *io)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&io->ring);
+    if (!sqe) {
+        io_uring_submit(&io->ring); /* full: make room */
+        sqe = io_uring_get_sqe(&io->ring);
+    }
+    return sqe;
+}
+
+static void arm_efd(struct weft__io *io)
+{
+    struct io_uring_sqe *sqe = get_sqe(io);
+    if (!sqe)
+        return; /* next time */
+    io_uring_prep_read(sqe, io->efd, &io->ebuf, sizeof(io->ebuf), 0);
+    io_uring_sqe_set_data64(sqe, UD_EFD);
+    io->efd_armed = true;
+}
+
+void weft__io_thread_init(struct weft__worker *w)
+{
+    struct weft__io *io = w->io;
+    if (!io)
+        return;
+    /* liburing 2.3 has no io_uring_enable_rings(): the register call itself. */
+    if (syscall(__NR_io_uring_register, io->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS,
+                NULL, 0) < 0) {
+        /* Should not happen; this worker's tasks then use the blocking backend. */
+        w->io = NULL;
+        io_uring_queue_exit(&io->ring);
+        close(io->efd);
+        pthread_mutex_destroy(&io->cmu);
+        free(io);
+        return;
+    }
+    io->enabled = true;
+    arm_efd(io);
+    io_uring_submit(&io->ring);
+}
+
+void weft__io_thread_exit(struct weft__worker *w)
+{
+    (void)w; /* the ring is torn down with the pool, after every thread is gone */
+}
+
+bool weft__io_pending(struct weft__worker *w)
+{
+    struct weft__io *io = w->io;
+    return io_uring_sq_ready(&io->ring) != 0 ||
+           atomic_load_explicit(&io->cancel_any, memory_order_relaxed);
+}
+
+/* Owner: submit a cancel for every operation on the inbox that is still in flight. */
+static void drain_cancels(struct weft__io *io)
+{
+    pthread_mutex_lock(&io->cmu);
+    /* Relaxed: the lock orders the inbox. */
+    atomic_store_explicit(&io->cancel_any, false, memory_order_relaxed);
+    struct weft__op *op = io->cancel_head;
+    io->cancel_head = NULL;
+    for (; op; op = op->cnext) {
+        op->cancel_queued = false;
+        if (op->done)
+            continue;
+        struct io_uring_sqe *sqe = get_sqe(io);
+        if (!sqe)
+            continue;
+        io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op, 0);
+        io_uring_sqe_set_data64(sqe, UD_CANCEL);
+    }
+    pthread_mutex_unlock(&io->cmu);
+}
+
+static void efd_wake(struct weft__io *io)
+{
+    uint64_t one = 1;
+    ssize_t r = write(io->efd, &one, sizeof(one));
+    (void)r; /* EAGAIN: the counter is full, so a wake is pending anyway */
+}
+
+static int reap(struct weft__worker *w)
+{
+    struct weft__io *io = w->io;
+    struct io_uring_cqe *cqe;
+    unsigned head, n = 0;
+    int ready = 0;
+    io_uring_for_each_cqe(&io->ring, head, cqe) {
+        n++;
+        uint64_t ud = cqe->user_data;
+        if (ud == UD_WAKE || ud == UD_CANCEL)
+            continue;
+        if (ud == UD_EFD) {
+            io->efd_armed = false;
+            continue;
+        }
+        if ((ud & 7) == UD_MSG) {
+            /* Our wake message failed (an overflowing target ring, say): fall back
+             * to the target's eventfd, so that the wake is not lost. */
+            struct weft__worker *t = (struct weft__worker *)(uintptr_t)(ud & ~(uint64_t)7);
+            efd_wake(t->io);
+            continue;
+        }
+        struct weft__op *op = (struct weft__op *)(uintptr_t)ud;
+        op->res = cqe->res;
+        op->done = true;
+        io->inflight--;
+        if (op->suspended) {
+            weft__ready_push(w, &op->wait);
+            ready++;
+        }
+    }
+    io_uring_cq_advance(&io->ring, n);
+    if (!io->efd_armed)
+        arm_efd(io);
+    return ready;
+}
+
+int weft__io_poll(struct weft__worker *w, bool wait)
+{
+    struct weft__io *io = w->io;
+    if (atomic_load_explicit(&io->cancel_any, memory_order_relaxed))
+        drain_cancels(io);
+    if (wait) {
+        if (!io->efd_armed)
+            arm_efd(io);
+        io_uring_submit_and_wait(&io->ring, 1);
+    } else if (io_uring_sq_ready(&io->ring) != 0 || io->inflight != 0) {
+        io_uring_submit_and_get_events(&io->ring);
+    } else {
+        return 0;
+    }
+    return reap(w);
+}
+
+void weft__io_wake(struct weft__worker *target)
+{
+    struct weft__io *tio = target->io;
+    struct weft__worker *me = weft__current();
+    if (msg_ring_ok && me && me->io && me->io->enabled && me != target) {
+        struct io_uring_sqe *sqe = get_sqe(me->io);
+        if (sqe) {
+            io_uring_prep_msg_ring(sqe, tio->ring.ring_fd, 0, UD_WAKE, 0);
+            sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+            io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)target | UD_MSG);
+            io_uring_submit(&me->io->ring);
+            return;
+        }
+    }
+    efd_wake(tio);
+}
+
+static void prep(struct io_uring_sqe *sqe, struct weft__op *op)
+{
+    /* The ring's lengths are 32-bit: clamp as read(2) does (at most 0x7ffff000). */
+    unsigned len = op->len > 0x7ffff000u ? 0x7ffff000u : (unsigned)op->len;
+    switch (op->kind) {
+    case WEFT__OP_OPEN:
+        io_uring_prep_openat(sqe, AT_FDCWD, op->path, op->flags, op->mode);
+        break;
+    case WEFT__OP_CLOSE:
+        io_uring_prep_close(sqe, op->fd);
+        break;
+    case WEFT__OP_READ:
+        io_uring_prep_read(sqe, op->fd, op->buf, len, (uint64_t)op->off);
+        break;
+    case WEFT__OP_WRITE:
+        io_uring_prep_write(sqe, op->fd, op->buf, len, (uint64_t)op->off);
+        break;
+    case WEFT__OP_STATX:
+        io_uring_prep_statx(sqe, op->fd, op->path, op->flags, op->mask, op->stx);
+        break;
+    case WEFT__OP_FSYNC:
+        io_uring_prep_fsync(sqe, op->fd, 0);
+        break;
+    case WEFT__OP_ACCEPT:
+        io_uring_prep_accept(sqe, op->fd, op->addr, op->addrlenp, op->flags);
+        break;
+    case WEFT__OP_CONNECT:
+        io_uring_prep_connect(sqe, op->fd, op->addr, op->addrlen);
+        break;
+    case WEFT__OP_RECV:
+        io_uring_prep_recv(sqe, op->fd, op->buf, len, op->flags);
+        break;
+    case WEFT__OP_SEND:
+        io_uring_prep_send(sqe, op->fd, op->buf, len, op->flags);
+        break;
+    case WEFT__OP_SLEEP:
+        io_uring_prep_timeout(sqe, (struct __kernel_timespec *)(void *)&op->ts, 0, 0);
+        break;
+    }
+}
+
+/* After the task switched away: from now on its completion makes it ready. */
+static void after_uring(struct weft__worker *w, struct weft__wait *wt, void *arg)
+{
+    (void)w;
+    (void)wt;
+    struct weft__op *op = arg;
+    op->suspended = true;
+}
+
+int64_t weft__uring_run(struct weft__worker *w, struct weft__op *op)
+{
+    struct weft__io *io = w->io;
+    struct io_uring_sqe *sqe = get_sqe(io);
+    if (!sqe)
+        return weft__op_syscall(op);
+    prep(sqe, op);
+    io_uring_sqe_set_data(sqe, op);
+    op->w = w;
+    op->done = false;
+    op->suspended = false;
+    io->inflight++;
+    /* Submit now, with whatever else is queued: a warm-cache operation completes in
+     * here and the task need not suspend. */
+    io_uring_submit_and_get_events(&io->ring);
+    reap(w);
+    if (!op->done && weft__suspend(&op->wait, after_uring, op) != 0) {
+        /* No stack to suspend on: wait here, in the ring. */
+        while (!op->done)
+            weft__io_poll(w, true);
+    }
+    WEFT_ASSERT(op->done);
+    return op->res;
+}
+
+void weft__uring_cancel(struct weft__op *op)
+{
+    struct weft__worker *w = op->w;
+    struct weft__io *io = w->io;
+    pthread_mutex_lock(&io->cmu);
+    if (!op->cancel_queued) {
+        op->cancel_queued = true;
+        op->cprev = NULL;
+        op->cnext = io->cancel_head;
+        if (io->cancel_head)
+            io->cancel_head->cprev = op;
+        io->cancel_head = op;
+    }
+    /* Relaxed: the owner reads the inbox under cmu. */
+    atomic_store_explicit(&io->cancel_any, true, memory_order_relaxed);
+    pthread_mutex_unlock(&io->cmu);
+    /* A running owner sees cancel_any at its next look for work; a parked one is
+     * woken. The store above precedes the wake word's release (park.c). */
+    weft__unpark(w);
+}
+
+void weft__uring_unqueue(struct weft__op *op)
+{
+    struct weft__io *io = op->w ? op->w->io : NULL;
+    if (!io)
+        return;
+    pthread_mutex_lock(&io->cmu);
+    if (op->cancel_queued) {
+        if (op->cprev)
+            op->cprev->cnext = op->cnext;
+        else
+            io->cancel_head = op->cnext;
+        if (op->cnext)
+            op->cnext->cprev = op->cprev;
+        op->cancel_queued = false;
+    }
+    pthread_mutex_unlock(&io->cmu);
+}
