@@ -59,7 +59,9 @@ typedef struct weft_pool weft_pool; /* opaque */
 typedef struct weft_pool_options {
     unsigned threads;      /* 0: $WEFT_NUM_THREADS, else the cores this process may use */
     unsigned flags;        /* WEFT_POOL_PIN, WEFT_POOL_NO_URING */
-    size_t   stack_size;   /* stacks for suspended tasks; 0: default */
+    size_t   stack_size;   /* stacks tasks run on (workers run on them, and each
+                              suspended task holds one); 0: 256 KiB. Pages cost
+                              memory only once touched. */
     unsigned ring_entries; /* io_uring entries per worker; 0: default */
 } weft_pool_options;
 
@@ -177,8 +179,18 @@ WEFT_API int weft_par_stream(weft_pool *pool, size_t n, void *out, size_t elem_s
 /* ------------------------------------------------------------------------------
  * I/O. Results as the syscalls, errors as -errno (the syscall's own: a bad fd gives
  * -EBADF, a NULL buffer -EFAULT, a missing path -ENOENT).
- * Inside a task the calling task waits and its worker runs other work; outside a
- * task these are plain blocking calls.
+ * Inside a task the calling task waits and its worker runs other work: the task is
+ * suspended on its worker's io_uring, or, where io_uring is unavailable or the pool
+ * has WEFT_POOL_NO_URING (or WEFT_IO=blocking), the syscall runs on one of the
+ * pool's blocking threads. Outside a task these are plain blocking calls.
+ * Fds may be blocking or non-blocking; a task never blocks its worker either way.
+ * Lengths above 0x7ffff000 bytes are cut to that, as read(2) does.
+ * Cancellation: inside a task of a scope that gets cancelled, a call in flight
+ * returns -ECANCELED (a call that completed first keeps its result), and a call
+ * made after the cancel returns -ECANCELED without doing anything.
+ * A task may resume on another worker thread after any of these calls (and after
+ * weft_join, weft_scope_run and the loops): do not keep the address of a
+ * thread-local variable, errno's included, across them.
  * ---------------------------------------------------------------------------- */
 
 struct statx;
@@ -198,8 +210,12 @@ WEFT_API ssize_t weft_send(int fd, const void *buf, size_t len, int flags);
 /* Read a whole file into a malloc'd buffer (free() it; one spare NUL byte follows
  * the data). Errors: -EINVAL path, data or size NULL; -ENOMEM; the syscalls' -errno. */
 WEFT_API int     weft_read_file(const char *path, void **data, size_t *size);
-/* Errors: none (0); a cancelled scope's task gets -ECANCELED. */
+/* Sleep at least ns nanoseconds (a task: without holding its worker).
+ * weft_sleep(0) is weft_yield(). Errors: -ECANCELED (a cancelled scope's task). */
 WEFT_API int     weft_sleep(uint64_t ns);
+/* Let other work run, then continue: the task goes behind the tasks that are ready
+ * to resume and the jobs on its worker's deque. Outside a task: sched_yield().
+ * Errors: -ECANCELED (a cancelled scope's task). */
 WEFT_API int     weft_yield(void);
 
 /* ------------------------------------------------------------------------------

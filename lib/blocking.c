@@ -395,8 +395,7 @@ static void after_blocking(struct weft__worker *w, struct weft__wait *wt, void *
 
 int64_t weft__blocking_run(struct weft__worker *w, struct weft__op *op)
 {
-    op->w = w;
-    op->bstate = 0;
+    (void)w; /* op->w, set by io.c before the op went on its scope's list */
     if (op->kind == WEFT__OP_SLEEP) {
         int64_t d = now_ns() + (int64_t)op->ts.tv_sec * 1000000000 + op->ts.tv_nsec;
         op->ts.tv_sec = d / 1000000000;

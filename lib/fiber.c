@@ -220,14 +220,15 @@ void weft__stack_put(struct weft__stack_cache *c, struct weft__stack *s)
     stack_unmap(c, s);
 }
 
-void weft__stack_cache_destroy(struct weft__stack_cache *c)
+static void cache_destroy(struct weft__stack_cache *c, bool forked)
 {
     struct weft__stack *s = c->all;
     while (s) {
         struct weft__stack *next = s->next;
 #ifdef WEFT__TSAN
-        /* A fiber still suspended here (teardown only): drop its TSan context. */
-        if (s->in_use && s->fiber.tsan)
+        /* A fiber still suspended here (teardown only): drop its TSan context;
+         * not in a forked child, where TSan has no such contexts. */
+        if (!forked && s->in_use && s->fiber.tsan)
             __tsan_destroy_fiber(s->fiber.tsan);
 #endif
         stack_unmap(c, s);
@@ -235,7 +236,18 @@ void weft__stack_cache_destroy(struct weft__stack_cache *c)
     }
     c->all = c->free = NULL;
     c->nfree = c->total = 0;
-    pthread_mutex_destroy(&c->mu);
+    if (!forked)
+        pthread_mutex_destroy(&c->mu);
+}
+
+void weft__stack_cache_destroy(struct weft__stack_cache *c)
+{
+    cache_destroy(c, false);
+}
+
+void weft__stack_cache_abandon(struct weft__stack_cache *c)
+{
+    cache_destroy(c, true);
 }
 
 size_t weft__stack_cache_nfree(struct weft__stack_cache *c)
@@ -348,6 +360,21 @@ int weft__fiber_create(struct weft__stack_cache *c, struct weft__fiber **out,
 #endif
     *out = f;
     return 0;
+}
+
+void weft__fiber_reset(struct weft__fiber *f)
+{
+    WEFT_ASSERT(f->stack && f->state == WEFT__FIBER_EXITED);
+    stack_clean(f->stack);
+#ifdef WEFT__TSAN
+    /* A fresh TSan context: the old one's shadow stack holds frames never unwound. */
+    if (f->tsan)
+        __tsan_destroy_fiber(f->tsan);
+    f->tsan = __tsan_create_fiber(0);
+#endif
+    f->state = WEFT__FIBER_FRESH;
+    f->msg = NULL;
+    weft__ctx_make(&f->ctx, f->stack_lo, f->stack_size, fiber_start, f);
 }
 
 void weft__fiber_destroy(struct weft__fiber *f)

@@ -140,6 +140,10 @@ int weft__fiber_create(struct weft__stack_cache *c, struct weft__fiber **out,
  * frames are dropped without being unwound. Any thread. */
 void weft__fiber_destroy(struct weft__fiber *f);
 
+/* Make an exited cache fiber fresh again, on the same stack, with the same fn and
+ * arg: the next switch to it starts fn anew. Saves a trip through the cache. */
+void weft__fiber_reset(struct weft__fiber *f);
+
 /* Suspend from (the running fiber, on this thread) and resume to (fresh or
  * suspended, on any thread before). Returns when something switches back to from,
  * possibly on another thread (see THE HAZARD above), with that switch's msg.
@@ -193,6 +197,11 @@ int weft__stack_cache_init(struct weft__stack_cache *c, size_t stack_size,
 /* Unmap every stack of the cache, also those still out (their fibers are dropped:
  * only at teardown, e.g. of a pool inherited across fork()). Then c is dead. */
 void weft__stack_cache_destroy(struct weft__stack_cache *c);
+
+/* As weft__stack_cache_destroy, in a forked child for a cache inherited from the
+ * parent: its mutex may be held by a thread that does not exist here, and the
+ * sanitizers know nothing of its fibers. */
+void weft__stack_cache_abandon(struct weft__stack_cache *c);
 
 /* A stack: the most recently returned free one, else a new mapping. Any thread.
  * Returns 0 and sets *out, or -ENOMEM (mmap failed; nothing changed). */

@@ -190,8 +190,12 @@ static void pool_free_memory(weft_pool *pool)
     weft__uring_pool_free(pool);
     weft__blocking_free(pool);
 #ifdef WEFT_HAVE_FIBERS
-    if (pool->stacks.map_size)
-        weft__stack_cache_destroy(&pool->stacks);
+    if (pool->stacks.map_size) {
+        if (atomic_load_explicit(&pool->dead, memory_order_relaxed))
+            weft__stack_cache_abandon(&pool->stacks);
+        else
+            weft__stack_cache_destroy(&pool->stacks);
+    }
 #endif
     if (pool->workers)
         for (unsigned i = 0; i < pool->nthreads; i++)

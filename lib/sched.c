@@ -166,13 +166,20 @@ static struct weft__fiber *loop_fiber(struct weft__worker *w)
     return f;
 }
 
-/* After an exit: the fiber that left is dead; keep it as the spare if it never ran
- * a task (a fresh loop fiber looks the same), else give its stack back. */
+/* After an exit: the fiber that left is dead. Every cache fiber is a loop fiber
+ * (loop_main), so keep one as the spare, fresh again, for the next suspension;
+ * give the others' stacks back. */
 static void after_exit(struct weft__worker *w, struct weft__wait *wt, void *arg)
 {
     (void)wt;
     (void)arg;
-    weft__fiber_destroy(w->after_from);
+    struct weft__fiber *f = w->after_from;
+    if (!w->spare && f->stack) {
+        weft__fiber_reset(f);
+        w->spare = f;
+    } else {
+        weft__fiber_destroy(f);
+    }
 }
 
 /* Leave the running fiber for good and run to. */

@@ -65,7 +65,8 @@ struct weft__io {
     _Atomic(bool) cancel_any;
 };
 
-static bool msg_ring_ok;           /* the kernel has IORING_OP_MSG_RING */
+/* The kernel has IORING_OP_MSG_RING. Relaxed: every pool stores the same answer. */
+static _Atomic(bool) msg_ring_ok;
 
 static int ring_init(struct weft__io *io, unsigned entries)
 {
@@ -108,7 +109,9 @@ bool weft__uring_pool_init(weft_pool *pool)
         pool->workers[i]->io = io;
         if (i == 0) {
             probe = io_uring_get_probe_ring(&io->ring);
-            msg_ring_ok = probe && io_uring_opcode_supported(probe, IORING_OP_MSG_RING);
+            atomic_store_explicit(&msg_ring_ok,
+                                  probe && io_uring_opcode_supported(probe, IORING_OP_MSG_RING),
+                                  memory_order_relaxed);
             if (probe)
                 io_uring_free_probe(probe);
         }
@@ -279,7 +282,8 @@ void weft__io_wake(struct weft__worker *target)
 {
     struct weft__io *tio = target->io;
     struct weft__worker *me = weft__current();
-    if (msg_ring_ok && me && me->io && me->io->enabled && me != target) {
+    if (atomic_load_explicit(&msg_ring_ok, memory_order_relaxed) && me && me->io &&
+        me->io->enabled && me != target) {
         struct io_uring_sqe *sqe = get_sqe(me->io);
         if (sqe) {
             io_uring_prep_msg_ring(sqe, tio->ring.ring_fd, 0, UD_WAKE, 0);
@@ -350,7 +354,6 @@ int64_t weft__uring_run(struct weft__worker *w, struct weft__op *op)
         return weft__op_syscall(op);
     prep(sqe, op);
     io_uring_sqe_set_data(sqe, op);
-    op->w = w;
     op->done = false;
     op->suspended = false;
     io->inflight++;
