@@ -178,7 +178,6 @@ static void worker_free(struct weft__worker *w)
     if (!w)
         return;
     weft__deque_free(&w->dq);
-    pthread_mutex_destroy(&w->ready_mu);
     free(w->victims);
     free(w->group_end);
     free(w);
@@ -282,7 +281,7 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
         if (!w->rng)
             w->rng = 1;
         atomic_init(&w->wake, 0);
-        pthread_mutex_init(&w->ready_mu, NULL);
+        atomic_init(&w->ready_lock, 0);
         atomic_init(&w->ready_len, 0);
         if (weft__deque_init(&w->dq) != 0 ||
             victims_init(pool, w) != 0) {

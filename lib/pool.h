@@ -72,8 +72,9 @@ struct weft__worker {
     alignas(64) _Atomic(uint32_t) wake;
     bool parked;
     /* Ready queue (sched.c): suspended tasks that may run again, FIFO. Any thread
-     * pushes; the owner pops first, thieves too. ready_len for a lock-free look. */
-    alignas(64) pthread_mutex_t ready_mu;
+     * pushes; the owner pops first, thieves too. ready_len for a lock-free look.
+     * ready_lock: a spinlock (sched.c says why). */
+    alignas(64) _Atomic(uint32_t) ready_lock;
     struct weft__job *ready_head, *ready_tail;
     struct weft__job *yield_head, *yield_tail;  /* tasks that called weft_yield */
     _Atomic(size_t) ready_len;                  /* both lists */
