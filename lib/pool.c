@@ -283,6 +283,7 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
         atomic_init(&w->wake, 0);
         atomic_init(&w->ready_lock, 0);
         atomic_init(&w->ready_len, 0);
+        atomic_init(&w->yield_len, 0);
         if (weft__deque_init(&w->dq) != 0 ||
             victims_init(pool, w) != 0) {
             pool_free(pool);

@@ -54,11 +54,12 @@ struct weft__worker {
     unsigned *group_end;
     unsigned ngroups;
     /* Suspension (sched.c), owner-private: the fiber running now, the thread's own
-     * stack (to exit on), a spare loop fiber, the scope of the running task (a
+     * stack (to exit on), spare loop fibers, the scope of the running task (a
      * fiber-local value kept here while the fiber runs), and the action to run
      * after the next switch. */
     struct weft__fiber *fiber;
-    struct weft__fiber *spare;
+    struct weft__fiber *spare[8];
+    unsigned nspare;
     struct weft_scope *scope;
     weft__after_fn after;
     struct weft__wait *after_wt;
@@ -77,7 +78,7 @@ struct weft__worker {
     alignas(64) _Atomic(uint32_t) ready_lock;
     struct weft__job *ready_head, *ready_tail;
     struct weft__job *yield_head, *yield_tail;  /* tasks that called weft_yield */
-    _Atomic(size_t) ready_len;                  /* both lists */
+    _Atomic(size_t) ready_len, yield_len;
     /* Frames of this worker finished by others (task.c): a Treiber stack. */
     alignas(64) _Atomic(struct weft__job *) remote_frames;
     alignas(64) struct weft__counters stats;
@@ -116,7 +117,6 @@ struct weft_pool {
     struct weft__stack_cache stacks;      /* fiber stacks (sched.c) */
 #endif
     bool uring;                           /* workers have rings (uring.c) */
-    _Atomic(unsigned) nyield;             /* tasks suspended in weft_yield (sched.c) */
     struct weft__blocking *blocking;      /* fallback backend (blocking.c), or NULL */
     unsigned ring_entries;
     struct weft__worker **workers;

@@ -80,7 +80,7 @@ static inline void rq_unlock(struct weft__worker *w)
 }
 
 static void queue_push(struct weft__worker *w, struct weft__job **head,
-                       struct weft__job **tail, struct weft__wait *wt)
+                       struct weft__job **tail, _Atomic(size_t) *len, struct weft__wait *wt)
 {
     wt->job.next = NULL;
     rq_lock(w);
@@ -89,8 +89,9 @@ static void queue_push(struct weft__worker *w, struct weft__job **head,
     else
         *head = &wt->job;
     *tail = &wt->job;
-    atomic_store_explicit(&w->ready_len,
-                          atomic_load_explicit(&w->ready_len, memory_order_relaxed) + 1,
+    /* Relaxed: written under the lock; read without it only as a hint (and by
+     * parkers, ordered by the protocol below). */
+    atomic_store_explicit(len, atomic_load_explicit(len, memory_order_relaxed) + 1,
                           memory_order_relaxed);
     rq_unlock(w);
     if (w == weft__current()) {
@@ -110,9 +111,9 @@ static void queue_push(struct weft__worker *w, struct weft__job **head,
 }
 
 static struct weft__job *queue_pop(struct weft__worker *w, struct weft__job **head,
-                                   struct weft__job **tail)
+                                   struct weft__job **tail, _Atomic(size_t) *len)
 {
-    if (atomic_load_explicit(&w->ready_len, memory_order_relaxed) == 0)
+    if (atomic_load_explicit(len, memory_order_relaxed) == 0)
         return NULL;
     rq_lock(w);
     struct weft__job *j = *head;
@@ -120,8 +121,7 @@ static struct weft__job *queue_pop(struct weft__worker *w, struct weft__job **he
         *head = j->next;
         if (!*head)
             *tail = NULL;
-        atomic_store_explicit(&w->ready_len,
-                              atomic_load_explicit(&w->ready_len, memory_order_relaxed) - 1,
+        atomic_store_explicit(len, atomic_load_explicit(len, memory_order_relaxed) - 1,
                               memory_order_relaxed);
     }
     rq_unlock(w);
@@ -130,31 +130,27 @@ static struct weft__job *queue_pop(struct weft__worker *w, struct weft__job **he
 
 void weft__ready_push(struct weft__worker *w, struct weft__wait *wt)
 {
-    queue_push(w, &w->ready_head, &w->ready_tail, wt);
+    queue_push(w, &w->ready_head, &w->ready_tail, &w->ready_len, wt);
 }
 
 struct weft__job *weft__ready_pop(struct weft__worker *w)
 {
-    return queue_pop(w, &w->ready_head, &w->ready_tail);
+    return queue_pop(w, &w->ready_head, &w->ready_tail, &w->ready_len);
 }
 
 /* Yielded tasks wait behind the deque, so that a task spinning on weft_yield lets
  * new work run; but each holds a stack, so past this many per worker they go first
- * (100 000 tasks that each yield then hold about that many stacks, not 100 000). */
-#define YIELD_MAX_PER_WORKER 16u
+ * (100 000 tasks that each yield then hold a few stacks per worker, not 100 000). */
+#define YIELD_MAX_PER_WORKER 4u
 
 bool weft__yield_first(struct weft__worker *w)
 {
-    return atomic_load_explicit(&w->pool->nyield, memory_order_relaxed) >=
-           YIELD_MAX_PER_WORKER * w->pool->nthreads;
+    return atomic_load_explicit(&w->yield_len, memory_order_relaxed) >= YIELD_MAX_PER_WORKER;
 }
 
 struct weft__job *weft__yield_pop(struct weft__worker *w)
 {
-    struct weft__job *j = queue_pop(w, &w->yield_head, &w->yield_tail);
-    if (j)
-        atomic_fetch_sub_explicit(&w->pool->nyield, 1, memory_order_relaxed);
-    return j;
+    return queue_pop(w, &w->yield_head, &w->yield_tail, &w->yield_len);
 }
 
 static struct weft__wait *wait_of(struct weft__job *resume)
@@ -188,30 +184,29 @@ static void run_after(struct weft__worker *w)
     }
 }
 
-/* A fresh loop fiber: the spare one if any, else one from the cache. */
+/* A fresh loop fiber: a spare one if any, else one from the cache. */
 static struct weft__fiber *loop_fiber(struct weft__worker *w)
 {
-    struct weft__fiber *f = w->spare;
-    if (f) {
-        w->spare = NULL;
-        return f;
-    }
+    if (w->nspare)
+        return w->spare[--w->nspare];
+    struct weft__fiber *f;
     if (weft__fiber_create(&w->pool->stacks, &f, loop_main, NULL) != 0)
         return NULL;
     return f;
 }
 
 /* After an exit: the fiber that left is dead. Every cache fiber is a loop fiber
- * (loop_main), so keep one as the spare, fresh again, for the next suspension;
- * give the others' stacks back. */
+ * (loop_main), so keep a few, fresh again, for the next suspensions: a worker that
+ * suspends and resumes tasks all the time then never takes the cache's lock (two
+ * mutex round trips per suspension otherwise: 10% of a yield, perf). */
 static void after_exit(struct weft__worker *w, struct weft__wait *wt, void *arg)
 {
     (void)wt;
     (void)arg;
     struct weft__fiber *f = w->after_from;
-    if (!w->spare && f->stack) {
+    if (w->nspare < sizeof(w->spare) / sizeof(w->spare[0]) && f->stack) {
         weft__fiber_reset(f);
-        w->spare = f;
+        w->spare[w->nspare++] = f;
     } else {
         weft__fiber_destroy(f);
     }
@@ -293,10 +288,8 @@ void weft__sched_thread(struct weft__worker *w)
     struct weft__wait none;
     switch_to(w, f, NULL, &none, NULL);
     /* Back on the thread stack: the pool stops. run_after freed the last loop. */
-    if (w->spare) {
-        weft__fiber_destroy(w->spare);
-        w->spare = NULL;
-    }
+    while (w->nspare)
+        weft__fiber_destroy(w->spare[--w->nspare]);
 }
 
 void weft__sched_worker_free(struct weft__worker *w)
@@ -320,8 +313,7 @@ int weft__suspend(struct weft__wait *wt, weft__after_fn after, void *arg)
 static void after_yield(struct weft__worker *w, struct weft__wait *wt, void *arg)
 {
     (void)arg;
-    atomic_fetch_add_explicit(&w->pool->nyield, 1, memory_order_relaxed);
-    queue_push(w, &w->yield_head, &w->yield_tail, wt);
+    queue_push(w, &w->yield_head, &w->yield_tail, &w->yield_len, wt);
 }
 
 bool weft__yield(void)

@@ -83,7 +83,8 @@ bool weft__work_visible(weft_pool *pool)
         return true;
     for (unsigned i = 0; i < pool->nthreads; i++)
         if (weft__deque_looks_nonempty(&pool->workers[i]->dq) ||
-            atomic_load_explicit(&pool->workers[i]->ready_len, memory_order_relaxed) != 0)
+            atomic_load_explicit(&pool->workers[i]->ready_len, memory_order_relaxed) != 0 ||
+            atomic_load_explicit(&pool->workers[i]->yield_len, memory_order_relaxed) != 0)
             return true;
     return false;
 }
@@ -137,8 +138,6 @@ static struct weft__job *steal_round(struct weft__worker *w)
         for (unsigned k = 0; k < len; k++) {
             unsigned v = w->victims[start + (off + k) % len];
             struct weft__job *job = weft__ready_pop(pool->workers[v]);
-            if (!job)
-                job = weft__yield_pop(pool->workers[v]);
             if (job)
                 return job;
             /* A lost race means the victim has work: try it again at once. */
@@ -150,6 +149,13 @@ static struct weft__job *steal_round(struct weft__worker *w)
             }
         }
         start = end;
+    }
+    /* Tasks that yielded come last: they wait for other work by definition, and
+     * moving one moves its cold stack to this core. */
+    for (unsigned k = 0; k < nv; k++) {
+        struct weft__job *job = weft__yield_pop(pool->workers[w->victims[k]]);
+        if (job)
+            return job;
     }
     return NULL;
 #endif
