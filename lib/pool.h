@@ -16,6 +16,10 @@
 #include "fiber.h"
 #endif
 
+/* Fresh loop fibers a worker keeps for its next suspensions (sched.c). So an idle
+ * worker holds at most 1 + WEFT__SPARE_FIBERS stacks. */
+#define WEFT__SPARE_FIBERS 8
+
 struct weft__io;      /* uring.c: a worker's ring */
 struct weft__blocking; /* blocking.c: the fallback backend's threads */
 
@@ -58,7 +62,7 @@ struct weft__worker {
      * fiber-local value kept here while the fiber runs), and the action to run
      * after the next switch. */
     struct weft__fiber *fiber;
-    struct weft__fiber *spare[8];
+    struct weft__fiber *spare[WEFT__SPARE_FIBERS];
     unsigned nspare;
     struct weft_scope *scope;
     weft__after_fn after;

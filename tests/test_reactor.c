@@ -1470,12 +1470,13 @@ Test(reactor, destroy_drains_suspended_tasks, .timeout = 60)
  * 8. No fiber stack leaked: after a workload of 2000 tasks that all wait at once,
  * the stacks are back in the pool's cache, and identical workloads again map (almost)
  * no more. Not all of them: a worker's loop itself runs on a stack of the cache
- * (DESIGN.md: "continues its loop on a fresh stack from a pool") and keeps one more
- * as a spare (lib/sched.c), so up to two per worker stay in use while the pool lives.
- * 2 * workers + 1 workloads in a row then catch a leak of even one stack each.
+ * (DESIGN.md: "continues its loop on a fresh stack from a pool") and keeps up to
+ * WEFT__SPARE_FIBERS more as spares (lib/sched.c), so up to 1 + WEFT__SPARE_FIBERS
+ * per worker stay in use while the pool lives. STACKS_PER_WORKER * workers + 1
+ * workloads in a row then catch a leak of even one stack each.
  * ---------------------------------------------------------------------------- */
 
-#define STACKS_PER_WORKER 2
+#define STACKS_PER_WORKER (1 + WEFT__SPARE_FIBERS)
 
 struct gate {
     int pr, pw;
