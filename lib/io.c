@@ -140,6 +140,19 @@ WEFT_API int weft_read_file(const char *path, void **data, size_t *size)
 {
     if (!path || !data || !size)
         return -EINVAL;
+    struct weft__worker *w = weft__current();
+    if (w && w->io && w->fiber) {
+        weft_scope *s = w->scope;
+        if (s && weft_scope_cancelled(s))
+            return -ECANCELED;
+        int r = weft__uring_read_file(w, path, data, size);
+        if (r != -ENOSYS) {
+            WEFT__COUNT(w, io_ops); /* the open; the reads and the close: */
+            WEFT__COUNT(w, io_ops);
+            WEFT__COUNT(w, io_ops);
+            return r;
+        }
+    }
     int fd = weft_open(path, O_RDONLY, 0);
     if (fd < 0)
         return fd;
@@ -249,4 +262,13 @@ int64_t weft__uring_run(struct weft__worker *w, struct weft__op *op)
 }
 void weft__uring_cancel(struct weft__op *op) { (void)op; }
 void weft__uring_unqueue(struct weft__op *op) { (void)op; }
+int weft__uring_read_file(struct weft__worker *w, const char *path, void **data,
+                          size_t *size)
+{
+    (void)w;
+    (void)path;
+    (void)data;
+    (void)size;
+    return -ENOSYS;
+}
 #endif

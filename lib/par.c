@@ -213,12 +213,15 @@ static int process(struct loop *l, size_t lo, size_t hi)
     struct weft__worker *w = weft__self;
     size_t chunk = 1;
     size_t grain = l->grain ? l->grain : SIZE_MAX;
+    bool waited = false;
     while (lo < hi) {
         if (atomic_load_explicit(&l->err, memory_order_relaxed))
             return 0; /* the loop failed elsewhere: skip what is not started */
-        if (chunk > 1)
-            w = weft__current(); /* items may suspend and resume on another worker */
-        if (hi - lo >= 2 && w && hungry(w)) {
+        /* Split when a thief is hungry, and when the last chunk suspended: its
+         * worker then had nothing of this loop to run while the item waited, and
+         * the other half gives it something next time (one worker overlaps its
+         * items' I/O this way). */
+        if (hi - lo >= 2 && w && (waited || hungry(w))) {
             size_t mid = lo + (hi - lo) / 2;
             struct part a = {l, lo, mid}, b = {l, mid, hi};
             return weft__join_fenced(part_run, &a, part_run, &b);
@@ -226,7 +229,14 @@ static int process(struct loop *l, size_t lo, size_t hi)
         size_t len = chunk < grain ? chunk : grain;
         if (len > hi - lo)
             len = hi - lo;
+        unsigned long sw = w ? w->switches : 0;
         int r = run_chunk(l, lo, lo + len);
+        if (w) {
+            /* Items may suspend and resume on another worker. */
+            struct weft__worker *now = weft__current();
+            waited = now != w || now->switches != sw;
+            w = now;
+        }
         if (r) {
             set_err(l, r);
             return 0;

@@ -71,6 +71,7 @@ struct weft__worker {
     struct weft__fiber *after_from;
     struct weft__io *io;            /* this worker's ring, or NULL (blocking backend) */
     unsigned tick;                  /* jobs run since the last look at the ring */
+    unsigned long switches;         /* fibers this worker has switched away from */
     /* Spawn frames (task.c): owner-private free list. */
     struct weft__job *free_frames;
     /* Parking (park.c). wake is the futex word; parked is guarded by pool->idle_mu. */

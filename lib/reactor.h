@@ -66,6 +66,10 @@ int64_t weft__uring_run(struct weft__worker *w, struct weft__op *op);
 /* Ask op's worker to cancel it (any thread; op stays valid: the caller holds its
  * scope's mu). */
 void weft__uring_cancel(struct weft__op *op);
+/* weft_read_file in one submission (a chain on a fixed-file slot); -ENOSYS: not
+ * here (no free slot), use the plain way. */
+int weft__uring_read_file(struct weft__worker *w, const char *path, void **data,
+                          size_t *size);
 /* The task is done with op: off its worker's cancel inbox. */
 void weft__uring_unqueue(struct weft__op *op);
 

@@ -229,6 +229,7 @@ static void switch_to(struct weft__worker *w, struct weft__fiber *to, weft__afte
 {
     struct weft__fiber *from = w->fiber;
     struct weft_scope *scope = w->scope;
+    w->switches++;
     wt->fiber = from;
     w->after = after;
     w->after_wt = wt;

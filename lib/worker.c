@@ -190,7 +190,11 @@ struct weft__job *weft__find_work(struct weft__worker *w, const _Atomic(uint32_t
     weft__start_searching(w);
     for (;;) {
         for (unsigned round = 0; round < SPIN_ROUNDS + YIELD_ROUNDS; round++) {
-            job = steal_round(w);
+            /* Our own ready queue too: a blocking thread or another worker may
+             * have made one of our tasks ready while we search. */
+            job = weft__ready_pop(w);
+            if (!job)
+                job = steal_round(w);
             if (!job)
                 job = weft__inject_pop(w->pool);
             if (!job && w->io && (round & 3) == 3 && weft__io_poll(w, false) > 0)
