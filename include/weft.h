@@ -276,7 +276,8 @@ struct weft__job {
     void *arg;
     struct weft__latch latch;
     int result;
-    int64_t idx;                /* join jobs: the deque index it was pushed at */
+    _Atomic(int64_t) idx;       /* join jobs: the deque index it was pushed at;
+                                   WEFT__IDX_TAKEN once someone else popped it */
     struct weft__job *next;     /* injector and free lists */
     struct weft_scope *scope;   /* frames only (join jobs leave it unset) */
 };
@@ -315,6 +316,10 @@ WEFT_API struct weft__worker *weft__self_get(void);
 #define WEFT__SELF_AGAIN() weft__self_get()
 #endif
 
+/* A join job's idx once a worker other than its joiner's frame took it to run
+ * (lib/worker.c): no deque's bottom is ever idx + 1 then. */
+#define WEFT__IDX_TAKEN INT64_MIN
+
 /* The deque is the first member of struct weft__worker. */
 #define WEFT__DQ(w) ((struct weft__deque *)(void *)(w))
 
@@ -331,7 +336,7 @@ static inline int weft_join(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
     struct weft__job job;
     job.fn = b;
     job.arg = arg_b;
-    job.idx = i;
+    atomic_store_explicit(&job.idx, i, memory_order_relaxed);
     atomic_store_explicit(&job.latch.state, 0, memory_order_relaxed);
     atomic_store_explicit(&dq->slots[i & dq->mask], &job, memory_order_relaxed);
     /* Release: publishes slot i and the job's fields; pairs with the acquire load of
@@ -347,17 +352,17 @@ static inline int weft_join(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
 
     /* Pop our job. Everything is re-read from memory rather than kept in registers
      * across the call: cheaper than saving them, and it re-reads the worker (a task
-     * that suspended may have resumed on another worker). The job is ours to pop only
-     * if bottom is idx + 1 and the slot still holds it: a worker that ran other work
-     * while a waited (or another fiber on this worker) may have popped it and pushed
-     * something else there. Otherwise the slow path sorts it out (lib/join.c). */
+     * that suspended may have resumed on another worker). bottom == idx + 1 means
+     * the job is still ours to pop, with no extra check: every worker's deque counts
+     * in its own range of indices (lib/pool.c), so another worker's bottom never
+     * matches; and whoever else pops a join job (another fiber of this worker, a
+     * wait) marks it taken first (lib/worker.c). Otherwise the slow path sorts it
+     * out (lib/join.c). */
     w = WEFT__SELF_AGAIN();
     dq = WEFT__DQ(w);
-    i = job.idx;
+    i = atomic_load_explicit(&job.idx, memory_order_relaxed);
     int64_t t = -1;
-    if (__builtin_expect(atomic_load_explicit(&dq->bottom, memory_order_relaxed) == i + 1 &&
-                         atomic_load_explicit(&dq->slots[i & dq->mask],
-                                              memory_order_relaxed) == &job, 1)) {
+    if (__builtin_expect(atomic_load_explicit(&dq->bottom, memory_order_relaxed) == i + 1, 1)) {
         atomic_store_explicit(&dq->bottom, i, memory_order_relaxed);
         /* StoreLoad between the bottom store and the top load: pairs with the
          * membarrier() a thief runs between its top and bottom loads (deque.c). */

@@ -132,6 +132,13 @@ int weft__deque_init(struct weft__deque *dq)
     return 0;
 }
 
+void weft__deque_set_base(struct weft__deque *dq, int64_t base)
+{
+    atomic_store_explicit(&dq->bottom, base, memory_order_relaxed);
+    atomic_store_explicit(&dq->top, base, memory_order_relaxed);
+    dq->limit = base + dq->mask + 1;
+}
+
 void weft__deque_free(struct weft__deque *dq)
 {
     struct weft__dqbuf *b = atomic_load_explicit(&dq->buf, memory_order_relaxed);

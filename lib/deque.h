@@ -19,6 +19,8 @@ struct weft__dqbuf {
 
 int  weft__deque_init(struct weft__deque *dq);
 void weft__deque_free(struct weft__deque *dq);
+/* Start an empty, unused deque's indices at base (instead of 0). */
+void weft__deque_set_base(struct weft__deque *dq, int64_t base);
 /* Owner only. */
 int  weft__deque_push(struct weft__deque *dq, struct weft__job *job);
 struct weft__job *weft__deque_pop(struct weft__deque *dq);

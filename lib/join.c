@@ -95,14 +95,15 @@ void weft__latch_wait_floor(struct weft__worker *w, struct weft__latch *l, int64
 
 /* The slow end of a join. slot: the job as its deque slot holds it (tagged or not).
  * t: the top weft_join read after storing bottom = job->idx, or -1 if it did not
- * pop because bottom was not idx + 1. */
+ * pop because bottom was not idx + 1 (deque indices are never negative). */
 static int finish(struct weft__worker *w, struct weft__job *job, struct weft__job *slot,
                   int64_t t, int ra)
 {
     struct weft__deque *dq = &w->dq;
-    int64_t i = job->idx;
     if (t >= 0) {
-        /* weft_join stored bottom = i and read top t >= i. */
+        /* weft_join stored bottom = i and read top t >= i. Not job->idx: a thief
+         * that took the job meanwhile has marked that taken (worker.c). */
+        int64_t i = atomic_load_explicit(&dq->bottom, memory_order_relaxed);
         bool mine = false;
         if (t == i) {
             /* Last item: race the thieves. seq_cst pairs with their CAS. */
@@ -154,7 +155,7 @@ int weft__join_fenced(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
     job.arg = arg_b;
     atomic_init(&job.latch.state, 0);
     struct weft__job *slot = (struct weft__job *)((uintptr_t)&job | WEFT__FENCED_TAG);
-    job.idx = atomic_load_explicit(&w->dq.bottom, memory_order_relaxed);
+    atomic_init(&job.idx, atomic_load_explicit(&w->dq.bottom, memory_order_relaxed));
     if (weft__deque_push(&w->dq, slot) != 0) { /* no memory to grow: run inline */
         int ra = a(arg_a), rb = b(arg_b);
         return ra ? ra : rb;
@@ -166,7 +167,7 @@ int weft__join_fenced(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
     int ra = a(arg_a);
     w = weft__current();
     struct weft__deque *dq = &w->dq;
-    int64_t i = job.idx, t = -1;
+    int64_t i = atomic_load_explicit(&job.idx, memory_order_relaxed), t = -1;
     /* Ours only if the slot still holds it (weft.h). */
     if (atomic_load_explicit(&dq->bottom, memory_order_relaxed) == i + 1 &&
         atomic_load_explicit(&dq->slots[i & dq->mask], memory_order_relaxed) == slot) {

@@ -289,6 +289,12 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
             pool_free(pool);
             return -ENOMEM;
         }
+        /* Each worker's deque counts in its own range of indices, 2^52 apart: a
+         * task that suspended and resumed on another worker can then never take
+         * that worker's bottom for its own join's (weft.h). 2^52 pushes are weeks
+         * at a billion a second, and a wrap into the next range is harmless unless
+         * it coincides with such a move at exactly the same index. */
+        weft__deque_set_base(&w->dq, (int64_t)i << 52);
     }
 
 #ifdef WEFT_HAVE_FIBERS

@@ -99,7 +99,9 @@ void weft__run_job(struct weft__worker *w, struct weft__job *job)
     }
     job = (struct weft__job *)((uintptr_t)job & ~WEFT__FENCED_TAG);
     /* A join or run job: its owner waits on the latch; job memory is the owner's
-     * and must not be touched after the latch is set. */
+     * and must not be touched after the latch is set. Mark it taken: its joiner's
+     * inline pop must not mistake a later job at the same index for it (weft.h). */
+    atomic_store_explicit(&job->idx, WEFT__IDX_TAKEN, memory_order_relaxed);
     job->result = job->fn(job->arg);
     weft__latch_set(&job->latch);
 }
