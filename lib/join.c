@@ -120,6 +120,8 @@ static int finish(struct weft__worker *w, struct weft__job *job, struct weft__jo
         /* a left jobs above ours (spawns into an outer scope): run them first,
          * newest first, until we reach our own job or find it stolen. */
         for (;;) {
+            if (weft__stack_low(w))
+                break; /* deep: leave them to the wait, which then suspends */
             struct weft__job *top = weft__deque_pop(dq);
             if (top == slot) {
                 int rb = job->fn(job->arg);

@@ -217,11 +217,12 @@ static int process(struct loop *l, size_t lo, size_t hi)
     while (lo < hi) {
         if (atomic_load_explicit(&l->err, memory_order_relaxed))
             return 0; /* the loop failed elsewhere: skip what is not started */
-        /* Split when a thief is hungry, and when the last chunk suspended: its
-         * worker then had nothing of this loop to run while the item waited, and
-         * the other half gives it something next time (one worker overlaps its
-         * items' I/O this way). */
-        if (hi - lo >= 2 && w && (waited || hungry(w))) {
+        /* Split when a thief is hungry, and when the last chunk suspended while
+         * its worker had nothing else queued: the other half gives the worker
+         * something to run next time an item waits (one worker overlaps its items'
+         * I/O this way). */
+        if (hi - lo >= 2 && w &&
+            (hungry(w) || (waited && !weft__deque_looks_nonempty(&w->dq)))) {
             size_t mid = lo + (hi - lo) / 2;
             struct part a = {l, lo, mid}, b = {l, mid, hi};
             return weft__join_fenced(part_run, &a, part_run, &b);

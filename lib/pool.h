@@ -188,6 +188,8 @@ struct weft__job *weft__ready_pop(struct weft__worker *w);
 /* Tasks that yielded: taken after the deque, unless too many wait (sched.c). */
 struct weft__job *weft__yield_pop(struct weft__worker *w);
 bool weft__yield_first(struct weft__worker *w);
+/* Less than a quarter of the running fiber's stack left (sched.c). */
+bool weft__stack_low(struct weft__worker *w);
 /* The wait loop of a worker whose latch is not set: help, else suspend. */
 void weft__wait_latch(struct weft__worker *w, struct weft__latch *l, int64_t floor);
 /* Suspend until some other ready work ran (weft_yield). false: nothing else to run,

@@ -396,6 +396,30 @@ bool weft__yield(void)
 
 #endif
 
+#ifdef WEFT_HAVE_FIBERS
+/* Is less than a quarter of the running fiber's stack left? Then a wait stops
+ * running other jobs on top of it (each would nest deeper: a loop whose items wait
+ * splits again and again, and waits run the halves) and suspends instead. */
+static bool stack_low(struct weft__worker *w)
+{
+    struct weft__fiber *f = w->fiber;
+    if (!f || !f->stack)
+        return false;
+    char *sp = __builtin_frame_address(0);
+    return sp - (char *)f->stack_lo < (ptrdiff_t)(f->stack_size / 4);
+}
+#endif
+
+bool weft__stack_low(struct weft__worker *w)
+{
+#ifdef WEFT_HAVE_FIBERS
+    return stack_low(w);
+#else
+    (void)w;
+    return false;
+#endif
+}
+
 /* The wait of a worker on a latch it registered on (state 2, waiter = w): run other
  * work until the latch is set; a ready task found meanwhile runs instead of this
  * wait, which then suspends on the latch (a wait never holds a ready task back).
@@ -407,6 +431,17 @@ void weft__wait_latch(struct weft__worker *w, struct weft__latch *l, int64_t flo
         /* Acquire: pairs with the release that sets the latch. */
         if (atomic_load_explicit(&l->state, memory_order_acquire) == 1)
             return;
+#ifdef WEFT_HAVE_FIBERS
+        if (stack_low(w)) {
+            /* Deep already: wait suspended, and let a fresh loop run the work. */
+            struct weft__fiber *to = loop_fiber(w);
+            if (to) {
+                struct weft__wait wt;
+                switch_to(w, to, after_latch, &wt, l);
+                return; /* made ready only once the latch was set */
+            }
+        }
+#endif
         struct weft__job *job = weft__find_work(w, &l->state, floor);
         if (job) {
 #ifdef WEFT_HAVE_FIBERS

@@ -1782,3 +1782,54 @@ Test(reactor, io_ops_counted, .timeout = 60)
     rmdir(dir);
     free(dir);
 }
+
+/* ------------------------------------------------------------------------------
+ * 12. Many waiting loop items on small stacks: a loop splits after an item waited,
+ * and joins and waits ran the halves on top of themselves, so the stack grew with
+ * the waits (weft-hash -j1 crashed in weft_statx). Waits now stop helping and
+ * suspend when their stack runs low (lib/sched.c), and loops split after a wait
+ * only when their worker has nothing queued (lib/par.c). Without the first, and
+ * with every wait splitting, this test crashed (checked by hand).
+ * ---------------------------------------------------------------------------- */
+
+struct deep {
+    _Atomic(unsigned) done;
+};
+
+static int deep_item(void *ctx, size_t i, void *slot)
+{
+    struct deep *d = ctx;
+    VCHECK(weft_sleep(1000), 0);     /* a timer: always a real suspension */
+    *(size_t *)slot = i * 3;
+    atomic_fetch_add(&d->done, 1);
+    return 0;
+}
+
+Test(reactor, waiting_loop_items_on_small_stacks, .timeout = 120)
+{
+    const size_t n = SCALED(5000);
+    size_t *out = malloc(n * sizeof(*out));
+    cr_assert_not_null(out);
+    for (unsigned threads = 1; threads <= 2; threads++) {
+        for (size_t b = 0; b < NBACKENDS; b++) {
+            const char *be = backend_want(backends[b]);
+            weft_pool *p = NULL;
+            /* The smallest stacks the pool takes (WEFT__STACK_MIN, 16 KiB; more
+             * under sanitizers, whose frames are bigger). */
+            weft_pool_options o = {.threads = threads, .flags = backends[b],
+                                   .stack_size = 16384 * (size_t)SLOW};
+            cr_assert_eq(weft_pool_create(&p, &o), 0);
+            struct deep d;
+            atomic_init(&d.done, 0);
+            memset(out, 0, n * sizeof(*out));
+            int r = weft_par_collect(p, n, out, sizeof(*out), deep_item, &d);
+            cr_assert_eq(r, 0, "[%s, %u workers] par_collect: %d", be, threads, r);
+            ASSERT_CLEAN("deep waits", be);
+            cr_assert_eq(atomic_load(&d.done), n);
+            for (size_t i = 0; i < n; i++)
+                cr_assert_eq(out[i], i * 3, "[%s] out[%zu]", be, i);
+            weft_pool_destroy(p);
+        }
+    }
+    free(out);
+}
