@@ -63,6 +63,8 @@ void weft__io_wake(struct weft__worker *target);
 /* Run op on the calling worker's ring; the task suspends unless it completes at
  * once. Returns the result (-errno). */
 int64_t weft__uring_run(struct weft__worker *w, struct weft__op *op);
+/* The same without trying the syscall first: always through the ring. */
+int64_t weft__uring_submit_wait(struct weft__worker *w, struct weft__op *op);
 /* Ask op's worker to cancel it (any thread; op stays valid: the caller holds its
  * scope's mu). */
 void weft__uring_cancel(struct weft__op *op);
