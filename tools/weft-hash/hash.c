@@ -4,10 +4,10 @@
  *
  * In weft mode every file is one item of weft_par_collect and every I/O call goes
  * through weft: weft_open, weft_statx on the descriptor, weft_read at explicit
- * offsets, weft_close. Today those block the worker; the io_uring reactor will
- * suspend the task instead, without a change here. Nothing below keeps a
- * thread-local or worker-local address across an I/O call, so a task may resume on
- * another worker.
+ * offsets, weft_close. A call that would block suspends the task, not its worker
+ * (on a warm cache they complete at once). Nothing below keeps a thread-local or
+ * worker-local address across an I/O call, so a task may resume on another
+ * worker.
  *
  * Why not weft_read_file: the walk already says the path was a regular file, but it
  * may have been replaced since; this code opens with O_NONBLOCK (a FIFO swapped in
