@@ -37,6 +37,12 @@ void weft__op_cancel(struct weft__op *op)
         weft__blocking_cancel(op->w->pool, op);
 }
 
+/* Inside a task of a cancelled scope: its I/O calls return -ECANCELED at once. */
+static bool cancelled_here(const struct weft__worker *w)
+{
+    return w->scope && weft_scope_cancelled(w->scope);
+}
+
 static int64_t run(struct weft__op *op)
 {
     struct weft__worker *w = weft__current();
@@ -108,8 +114,7 @@ WEFT_API int weft_statx(int dirfd, const char *path, int flags, unsigned mask,
          * statx is the plain syscall; only cold metadata then holds the worker,
          * for one inode read. */
         WEFT__COUNT(w, io_ops);
-        weft_scope *s = w->scope;
-        if (s && weft_scope_cancelled(s))
+        if (cancelled_here(w))
             return -ECANCELED;
         return (int)weft__op_syscall(&op);
     }
@@ -156,8 +161,7 @@ WEFT_API int weft_read_file(const char *path, void **data, size_t *size)
         return -EINVAL;
     struct weft__worker *w = weft__current();
     if (w && w->io && w->fiber) {
-        weft_scope *s = w->scope;
-        if (s && weft_scope_cancelled(s))
+        if (cancelled_here(w))
             return -ECANCELED;
         int r = weft__uring_read_file(w, path, data, size);
         if (r != -ENOSYS) {
@@ -170,25 +174,33 @@ WEFT_API int weft_read_file(const char *path, void **data, size_t *size)
     int fd = weft_open(path, O_RDONLY, 0);
     if (fd < 0)
         return fd;
+    return weft__read_rest(fd, NULL, 0, 0, data, size);
+}
+
+int weft__read_rest(int fd, char *buf, size_t len, size_t cap, void **data, size_t *size)
+{
     struct stat st;
-    size_t cap = 4096;
     bool reg = false;
     if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
         reg = true;
-        if (st.st_size > 0)
+        if ((size_t)st.st_size >= cap && st.st_size > 0)
             cap = (size_t)st.st_size + 1; /* + 1: a short read then proves EOF */
     }
-    /* Files can shrink or grow while we read: read until EOF whatever stat said. */
-    size_t len = 0;
-    char *buf = malloc(cap + 1);
-    if (!buf) {
+    if (cap == 0)
+        cap = 4096;
+    /* Size the buffer once (+ 1 for the NUL); it grows only if the file does. */
+    char *nb = realloc(buf, cap + 1);
+    if (!nb) {
+        free(buf);
         weft_close(fd);
         return -ENOMEM;
     }
+    buf = nb;
+    /* Files can shrink or grow while we read: read until EOF whatever stat said. */
     for (;;) {
         if (len == cap) {
             size_t ncap = cap * 2;
-            char *nb = realloc(buf, ncap + 1);
+            nb = realloc(buf, ncap + 1);
             if (!nb) {
                 free(buf);
                 weft_close(fd);
@@ -239,8 +251,7 @@ WEFT_API int weft_yield(void)
         sched_yield();
         return 0;
     }
-    weft_scope *s = w->scope;
-    if (s && weft_scope_cancelled(s))
+    if (cancelled_here(w))
         return -ECANCELED;
     if (!weft__yield())
         sched_yield(); /* no fibers: let other threads run at least */
@@ -256,7 +267,6 @@ bool weft__uring_pool_init(weft_pool *pool)
 }
 void weft__uring_pool_free(weft_pool *pool) { (void)pool; }
 void weft__io_thread_init(struct weft__worker *w) { (void)w; }
-void weft__io_thread_exit(struct weft__worker *w) { (void)w; }
 bool weft__io_pending(struct weft__worker *w)
 {
     (void)w;

@@ -110,6 +110,26 @@ static void remove_idle_locked(weft_pool *pool, unsigned k)
                               memory_order_seq_cst); /* pairs with the pushers' load */
 }
 
+/* Take w off the idle stack (moving it to searching) if it is on it. Returns
+ * whether it was. Used by wakers, and by a parker that found a reason not to sleep
+ * (a waker may have taken it off already: it leaves searching either way). */
+static bool leave_idle(struct weft__worker *w)
+{
+    weft_pool *pool = w->pool;
+    bool was = false;
+    pthread_mutex_lock(&pool->idle_mu);
+    if (w->parked) {
+        for (unsigned k = 0; k < pool->nidle; k++)
+            if (pool->idle[k] == w) {
+                remove_idle_locked(pool, k);
+                was = true;
+                break;
+            }
+    }
+    pthread_mutex_unlock(&pool->idle_mu);
+    return was;
+}
+
 static void wake_word(struct weft__worker *w)
 {
     /* Release: pairs with the acquire load in weft__park(); the woken worker sees
@@ -137,19 +157,9 @@ void weft__unpark_one(weft_pool *pool)
 
 void weft__unpark(struct weft__worker *w)
 {
-    weft_pool *pool = w->pool;
-    pthread_mutex_lock(&pool->idle_mu);
-    if (!w->parked) {
-        pthread_mutex_unlock(&pool->idle_mu);
-        return; /* awake: it re-checks its condition before it sleeps again */
-    }
-    for (unsigned k = 0; k < pool->nidle; k++)
-        if (pool->idle[k] == w) {
-            remove_idle_locked(pool, k);
-            break;
-        }
-    pthread_mutex_unlock(&pool->idle_mu);
-    wake_word(w);
+    /* Not parked: it is awake and re-checks its condition before it sleeps again. */
+    if (leave_idle(w))
+        wake_word(w);
 }
 
 /* A push (or injection) happened: wake a sleeper if nobody is searching. The caller
@@ -203,15 +213,7 @@ void weft__park(struct weft__worker *w, const _Atomic(uint32_t) *until)
     /* Acquire: pairs with the release that set the word (latch_set, pool stop). */
     if (atomic_load_explicit(until, memory_order_acquire) == 1 ||
         weft__work_visible(pool)) {
-        pthread_mutex_lock(&pool->idle_mu);
-        if (w->parked) {
-            for (unsigned k = 0; k < pool->nidle; k++)
-                if (pool->idle[k] == w) {
-                    remove_idle_locked(pool, k);
-                    break;
-                }
-        }
-        pthread_mutex_unlock(&pool->idle_mu);
+        leave_idle(w);
         WEFT_ASSERT(w->searching);
         return;
     }
@@ -223,15 +225,7 @@ void weft__park(struct weft__worker *w, const _Atomic(uint32_t) *until)
             if (weft__io_poll(w, true) > 0) {
                 /* Completions made tasks ready here: leave the idle stack ourselves
                  * (unless a waker has just taken us off it). */
-                pthread_mutex_lock(&pool->idle_mu);
-                if (w->parked) {
-                    for (unsigned k = 0; k < pool->nidle; k++)
-                        if (pool->idle[k] == w) {
-                            remove_idle_locked(pool, k);
-                            break;
-                        }
-                }
-                pthread_mutex_unlock(&pool->idle_mu);
+                leave_idle(w);
                 WEFT__COUNT(w, wakeups);
                 return;
             }

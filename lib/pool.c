@@ -140,7 +140,6 @@ static void *worker_main(void *p)
         (void)weft__topo_pin(pool->topo, w->id); /* best effort: a cpuset may forbid it */
     weft__io_thread_init(w);
     weft__sched_thread(w);
-    weft__io_thread_exit(w);
     weft__self = NULL;
     return NULL;
 }

@@ -43,7 +43,6 @@ struct weft__op {
     /* blocking backend (blocking.c). */
     struct weft__op *bnext;
     int bstate;
-    struct weft__bthread *bthread;
 };
 
 /* uring.c */
@@ -52,7 +51,6 @@ struct weft__op {
 bool weft__uring_pool_init(weft_pool *pool);
 void weft__uring_pool_free(weft_pool *pool);
 void weft__io_thread_init(struct weft__worker *w);
-void weft__io_thread_exit(struct weft__worker *w);
 /* Submitted-but-unreaped operations or unsubmitted entries. */
 bool weft__io_pending(struct weft__worker *w);
 /* Submit what is queued and reap completions; wait: block for at least one (the
@@ -74,6 +72,11 @@ int weft__uring_read_file(struct weft__worker *w, const char *path, void **data,
                           size_t *size);
 /* The task is done with op: off its worker's cancel inbox. */
 void weft__uring_unqueue(struct weft__op *op);
+
+/* io.c: read fd to its end after the len bytes already in buf (malloc'd, cap bytes
+ * usable, or NULL with len = cap = 0), sizing the buffer from fstat; closes fd. On
+ * success *data / *size as weft_read_file's; on error buf is freed, -errno. */
+int weft__read_rest(int fd, char *buf, size_t len, size_t cap, void **data, size_t *size);
 
 /* io.c: ask op's backend to cancel it (scope.c, under the scope's lock). */
 void weft__op_cancel(struct weft__op *op);

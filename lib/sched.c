@@ -293,11 +293,6 @@ void weft__sched_thread(struct weft__worker *w)
         weft__fiber_destroy(w->spare[--w->nspare]);
 }
 
-void weft__sched_worker_free(struct weft__worker *w)
-{
-    (void)w;
-}
-
 int weft__suspend(struct weft__wait *wt, weft__after_fn after, void *arg)
 {
     struct weft__worker *w = weft__current();
@@ -374,11 +369,6 @@ void weft__sched_thread(struct weft__worker *w)
         if (job)
             weft__run_job(w, job);
     }
-}
-
-void weft__sched_worker_free(struct weft__worker *w)
-{
-    (void)w;
 }
 
 int weft__suspend(struct weft__wait *wt, weft__after_fn after, void *arg)

@@ -75,9 +75,9 @@ struct weft__io {
     unsigned remote_close[NSLOTS]; /* under cmu */
     unsigned nremote_close;
     _Atomic(bool) cancel_any;      /* either of the two is non-empty */
-    /* Fixed-file slots (owner-private): free ones, and how many exist. */
+    /* Fixed-file slots (owner-private): the free ones (none if registering failed). */
     unsigned free_slot[NSLOTS];
-    unsigned nfree_slot, nslots;
+    unsigned nfree_slot;
 };
 
 /* The kernel has IORING_OP_MSG_RING. Relaxed: every pool stores the same answer. */
@@ -196,17 +196,11 @@ void weft__io_thread_init(struct weft__worker *w)
     }
     io->enabled = true;
     if (io_uring_register_files_sparse(&io->ring, NSLOTS) == 0) {
-        io->nslots = NSLOTS;
         for (unsigned k = 0; k < NSLOTS; k++)
             io->free_slot[io->nfree_slot++] = NSLOTS - 1 - k;
     }
     arm_efd(io);
     io_uring_submit(&io->ring);
-}
-
-void weft__io_thread_exit(struct weft__worker *w)
-{
-    (void)w; /* the ring is torn down with the pool, after every thread is gone */
 }
 
 bool weft__io_pending(struct weft__worker *w)
@@ -653,46 +647,5 @@ int weft__uring_read_file(struct weft__worker *w, const char *path, void **data,
         free(buf);
         return fd;
     }
-    size_t cap = RF_GUESS + RF_PROBE;
-    struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (size_t)st.st_size >= cap) {
-        /* Size the buffer once: + 1 so that the read that sees EOF needs no growth. */
-        char *nb = realloc(buf, (size_t)st.st_size + 2);
-        if (!nb) {
-            free(buf);
-            weft_close(fd);
-            return -ENOMEM;
-        }
-        buf = nb;
-        cap = (size_t)st.st_size + 1;
-    }
-    for (;;) {
-        if (len == cap) {
-            size_t ncap = cap * 2;
-            char *nb = realloc(buf, ncap + 1);
-            if (!nb) {
-                free(buf);
-                weft_close(fd);
-                return -ENOMEM;
-            }
-            buf = nb;
-            cap = ncap;
-        }
-        ssize_t r = weft_read(fd, buf + len, cap - len, (off_t)len);
-        if (r < 0) {
-            if (r == -EINTR)
-                continue;
-            free(buf);
-            weft_close(fd);
-            return (int)r;
-        }
-        if (r == 0)
-            break;
-        len += (size_t)r;
-    }
-    weft_close(fd);
-    buf[len] = 0;
-    *data = buf;
-    *size = len;
-    return 0;
+    return weft__read_rest(fd, buf, len, RF_GUESS + RF_PROBE, data, size);
 }
