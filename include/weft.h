@@ -262,11 +262,10 @@ WEFT_API int weft_join(weft_fn a, void *arg_a, weft_fn b, void *arg_b);
 
 struct weft__worker;
 
-/* A completion latch: 0 pending, 1 set, 2 pending with a registered waiter (a
- * worker or a thread), 3 pending with a suspended task waiting (lib/join.c). */
+/* A completion latch: one word, the state in its low bits and the waiter above
+ * them (lib/latch.c has the protocol). Zero is pending with nobody waiting. */
 struct weft__latch {
-    _Atomic(uint32_t) state;
-    void *waiter; /* 2: worker to wake, or NULL for a thread on a futex; 3: the task */
+    _Atomic(uintptr_t) word;
 };
 
 /* A unit of work as the deque holds it. Join jobs live on the joiner's stack; a
@@ -337,7 +336,7 @@ static inline int weft_join(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
     job.fn = b;
     job.arg = arg_b;
     atomic_store_explicit(&job.idx, i, memory_order_relaxed);
-    atomic_store_explicit(&job.latch.state, 0, memory_order_relaxed);
+    atomic_store_explicit(&job.latch.word, 0, memory_order_relaxed);
     atomic_store_explicit(&dq->slots[i & dq->mask], &job, memory_order_relaxed);
     /* Release: publishes slot i and the job's fields; pairs with the acquire load of
      * bottom in weft__deque_steal(). */

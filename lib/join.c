@@ -4,94 +4,16 @@
  *
  * weft_join's fast path is inline in weft.h: push b's job (on the caller's stack),
  * run a, pop b and call it. This file holds everything else: the slow end of a join
- * (b was taken by a thief, or a left extra jobs above b), joins from outside any
- * worker, and the latch that a stolen job's owner waits on.
+ * (b was taken by a thief, or a left extra jobs above b) and joins from outside
+ * any worker.
  *
- * Latch protocol (state word): 0 pending, 1 set, 2 pending and a waiter registered,
- * 3 pending and a suspended task waiting (sched.c says how a waiter gets there).
- * The waiter stores its identity in l->waiter and CASes 0 -> 2. The setter, if it
- * sees 2, reads l->waiter *before* storing 1, because once the state reads 1 the
- * waiter may return and the latch (on its stack) is gone. After the store it wakes
- * the waiter: a worker through weft__unpark (the worker outlives the latch), a plain
- * thread through a futex wake on the state word's address (a wake on a stale address
- * is harmless: futex waiters re-check their word).
+ * The latch the joiner waits on is latch.c's.
  */
 #define _GNU_SOURCE
 #include "pool.h"
 
 #include <errno.h>
 
-
-void weft__latch_set(struct weft__latch *l)
-{
-    /* Acquire: pairs with the release CASes that register a waiter (we read it). */
-    uint32_t s = atomic_load_explicit(&l->state, memory_order_acquire);
-    for (;;) {
-        if (s == 0) {
-            /* Release: publishes the job's result; pairs with the acquire loads of
-             * the state by the waiter. Failure (acquire): a waiter registered. */
-            if (atomic_compare_exchange_weak_explicit(&l->state, &s, 1,
-                                                      memory_order_release,
-                                                      memory_order_acquire))
-                return;
-            continue;
-        }
-        if (s == 3) {
-            /* A suspended task (sched.c): only we leave 3, and it cannot run (and
-             * free the latch) before we make it ready. */
-            struct weft__wait *wt = l->waiter;
-            /* Release: as above. */
-            atomic_store_explicit(&l->state, 1, memory_order_release);
-            weft__ready(weft__current(), wt);
-            return;
-        }
-        WEFT_ASSERT(s == 2);
-        struct weft__worker *waiter = l->waiter;
-        /* Release: as above. A CAS, not a store: a waiter that moved or suspends
-         * leaves 2 for 0 meanwhile (sched.c), and then waiter may be stale. Once it
-         * reads 1, l may be freed. */
-        if (!atomic_compare_exchange_weak_explicit(&l->state, &s, 1, memory_order_release,
-                                                   memory_order_acquire))
-            continue;
-        if (waiter)
-            weft__unpark(waiter);
-        else
-            weft__futex_wake(&l->state, 1);
-        return;
-    }
-}
-
-void weft__latch_wait(struct weft__worker *w, struct weft__latch *l)
-{
-    weft__latch_wait_floor(w, l,
-                           w ? atomic_load_explicit(&w->dq.bottom, memory_order_relaxed) : 0);
-}
-
-void weft__latch_wait_floor(struct weft__worker *w, struct weft__latch *l, int64_t floor)
-{
-    /* Acquire: pairs with the release in weft__latch_set. */
-    if (atomic_load_explicit(&l->state, memory_order_acquire) == 1)
-        return;
-    l->waiter = w;
-    uint32_t zero = 0;
-    /* Release: publishes l->waiter; pairs with the acquire load in latch_set.
-     * Failure means the latch was set (acquire: see its result). */
-    if (!atomic_compare_exchange_strong_explicit(&l->state, &zero, 2,
-                                                 memory_order_release,
-                                                 memory_order_acquire))
-        return;
-    if (w) {
-        weft__wait_latch(w, l, floor);
-        return;
-    }
-    /* A thread that is no worker sleeps at once. Spinning first was measured and
-     * rejected: with as many workers as cores the spinner takes a core from them
-     * (collect n=1M on 2 workers: 0.93x serial with a 20 us spin, 1.84x without)
-     * and the woken worker waits for the spinner's core (wake: 21.8 us vs 1.4 us). */
-    /* Acquire: pairs with the release store in latch_set. */
-    while (atomic_load_explicit(&l->state, memory_order_acquire) != 1)
-        weft__futex_wait(&l->state, 2);
-}
 
 /* The slow end of a join. slot: the job as its deque slot holds it (tagged or not).
  * t: the top weft_join read after storing bottom = job->idx, or -1 if it did not
@@ -155,7 +77,7 @@ int weft__join_fenced(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
     struct weft__job job;
     job.fn = b;
     job.arg = arg_b;
-    atomic_init(&job.latch.state, 0);
+    weft__latch_init(&job.latch);
     struct weft__job *slot = (struct weft__job *)((uintptr_t)&job | WEFT__FENCED_TAG);
     atomic_init(&job.idx, atomic_load_explicit(&w->dq.bottom, memory_order_relaxed));
     if (weft__deque_push(&w->dq, slot) != 0) { /* no memory to grow: run inline */

@@ -190,8 +190,9 @@ WEFT_API void weft__push_poked(struct weft__worker *w)
 }
 
 /* Sleep until woken. The caller is searching and found nothing; returns searching.
- * until: a word that ends the wait when it reads 1 (checked after announcing). */
-void weft__park(struct weft__worker *w, const _Atomic(uint32_t) *until)
+ * until: a latch whose setting ends the wait (checked after announcing: its setter
+ * then finds us on the idle stack, under idle_mu, and wakes us). */
+void weft__park(struct weft__worker *w, const struct weft__latch *until)
 {
     weft_pool *pool = w->pool;
     WEFT_ASSERT(w->searching);
@@ -210,8 +211,7 @@ void weft__park(struct weft__worker *w, const _Atomic(uint32_t) *until)
         poke_all(pool);     /* nobody searches now; ends with the heavy barrier */
     else
         weft__heavy_barrier(); /* as in poke_all(), for our own last look */
-    /* Acquire: pairs with the release that set the word (latch_set, pool stop). */
-    if (atomic_load_explicit(until, memory_order_acquire) == 1 ||
+    if (weft__latch_is_set(until) ||
         weft__work_visible(pool)) {
         leave_idle(w);
         WEFT_ASSERT(w->searching);

@@ -214,8 +214,8 @@ static void pool_free(weft_pool *pool)
 
 static void stop_workers(weft_pool *pool, unsigned started)
 {
-    /* Release: pairs with the acquire loads of the stop word in the worker loop. */
-    atomic_store_explicit(&pool->stop, 1, memory_order_release);
+    /* Nobody registers on the stop latch: setting it wakes no one, so wake all. */
+    weft__latch_set(&pool->stop);
     for (unsigned i = 0; i < started; i++)
         weft__unpark(pool->workers[i]);
     for (unsigned i = 0; i < started; i++)
@@ -253,7 +253,7 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
     pthread_mutex_init(&pool->frames_mu, NULL);
     atomic_init(&pool->sleep_state, 0);
     atomic_init(&pool->inj_len, 0);
-    atomic_init(&pool->stop, 0);
+    weft__latch_init(&pool->stop);
     atomic_init(&pool->dead, 0);
     atomic_init(&pool->outside, 0);
     atomic_init(&pool->ext_spawns, 0);
@@ -459,7 +459,7 @@ WEFT_API int weft_run(weft_pool *pool, weft_fn fn, void *arg)
     memset(&job, 0, sizeof(job));
     job.fn = fn;
     job.arg = arg;
-    atomic_init(&job.latch.state, 0);
+    weft__latch_init(&job.latch);
     atomic_fetch_add_explicit(&pool->outside, 1, memory_order_relaxed);
     weft__inject(pool, &job);
     weft__latch_wait(NULL, &job.latch);

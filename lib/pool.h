@@ -28,6 +28,7 @@ struct weft__blocking; /* blocking.c: the fallback backend's threads */
 struct weft__wait {
     struct weft__job job;
     struct weft__fiber *fiber;
+    struct weft__worker *home;  /* the worker it suspended on (weft__ready's fallback) */
 };
 
 /* Runs on the worker a fiber switched to, right after the switch: the only safe
@@ -105,7 +106,7 @@ struct weft_pool {
     struct weft__job *inj_head, *inj_tail;
     _Atomic(size_t) inj_len;
 
-    alignas(64) _Atomic(uint32_t) stop;   /* 1: workers leave their loop */
+    alignas(64) struct weft__latch stop;  /* set: workers leave their loop */
     _Atomic(int) dead;                    /* -ECHILD in a forked child */
     _Atomic(unsigned) outside;            /* outside callers still waiting */
     _Atomic(uint64_t) ext_spawns;         /* spawns from outside threads */
@@ -156,9 +157,9 @@ struct weft__worker *weft__current(void);
 /* job as a deque slot holds it: spawned frames carry WEFT__FRAME_TAG. Never a
  * resume job (those come only from find_work). */
 void weft__run_job(struct weft__worker *w, struct weft__job *job);
-/* One job to run (a resume job: see weft__is_resume), or NULL when *until reads 1.
+/* One job to run (a resume job: see weft__is_resume), or NULL once until is set.
  * Local jobs are taken only above floor. May park. */
-struct weft__job *weft__find_work(struct weft__worker *w, const _Atomic(uint32_t) *until,
+struct weft__job *weft__find_work(struct weft__worker *w, const struct weft__latch *until,
                                   int64_t floor);
 void weft__inject(weft_pool *pool, struct weft__job *job);
 struct weft__job *weft__inject_pop(weft_pool *pool);
@@ -179,7 +180,7 @@ void weft__sched_thread(struct weft__worker *w);
  * then does its work blocking). Inside a task only. */
 int weft__suspend(struct weft__wait *wt, weft__after_fn after, void *arg);
 /* Make a suspended task runnable. Any thread; hint: a worker of the pool whose
- * queue to use when the caller is not one. */
+ * queue to use when the caller is not one (NULL: the worker it suspended on). */
 void weft__ready(struct weft__worker *hint, struct weft__wait *wt);
 /* Push wt on w's ready queue (w: a worker of the pool; any thread). */
 void weft__ready_push(struct weft__worker *w, struct weft__wait *wt);
@@ -189,14 +190,22 @@ struct weft__job *weft__yield_pop(struct weft__worker *w);
 bool weft__yield_first(struct weft__worker *w);
 /* Less than a quarter of the running fiber's stack left (sched.c). */
 bool weft__stack_low(struct weft__worker *w);
-/* The wait loop of a worker whose latch is not set: help, else suspend. */
-void weft__wait_latch(struct weft__worker *w, struct weft__latch *l, int64_t floor);
+#ifdef WEFT_HAVE_FIBERS
+/* Leave the running fiber suspended for to; after(w', wt, arg) runs once the switch
+ * is complete. Returns when something resumes this fiber, on any worker. */
+void weft__switch_to(struct weft__worker *w, struct weft__fiber *to, weft__after_fn after,
+                     struct weft__wait *wt, void *arg);
+/* A fresh loop fiber (a spare, else from the cache), or NULL without memory. */
+struct weft__fiber *weft__loop_fiber(struct weft__worker *w);
+/* The fiber of a resume job (as find_work hands it out). */
+struct weft__fiber *weft__resume_fiber(struct weft__job *resume);
+#endif
 /* Suspend until some other ready work ran (weft_yield). false: nothing else to run,
  * or not inside a task. */
 bool weft__yield(void);
 
 /* park.c */
-void weft__park(struct weft__worker *w, const _Atomic(uint32_t) *until);
+void weft__park(struct weft__worker *w, const struct weft__latch *until);
 void weft__unpark_one(weft_pool *pool);
 void weft__unpark(struct weft__worker *w);
 void weft__start_searching(struct weft__worker *w);
@@ -209,10 +218,23 @@ void weft__futex_wake(_Atomic(uint32_t) *word, int n);
 /* weft_join whose pop fences, so that its steals need no membarrier: for callers
  * that split rarely and lose splits often (the loops). */
 int weft__join_fenced(weft_fn a, void *arg_a, weft_fn b, void *arg_b);
+
+/* latch.c: the one wait/wake protocol (its top comment has the state table). A latch
+ * is set once, by one setter, and has at most one waiter at a time. */
+void weft__latch_init(struct weft__latch *l);
+bool weft__latch_is_set(const struct weft__latch *l);
+/* Set l and wake its waiter. Any thread; l may be freed by its waiter at once. */
 void weft__latch_set(struct weft__latch *l);
-void weft__latch_wait(struct weft__worker *w, struct weft__latch *l);
-/* As weft__latch_wait, helping only with local jobs at or above floor (scopes). */
+/* Wait until l is set. w: the calling worker (NULL: any other thread, which sleeps
+ * on a futex). A worker helps (runs other work, local jobs only from floor up),
+ * suspends when it finds a ready task or runs low on stack, and parks when idle. */
 void weft__latch_wait_floor(struct weft__worker *w, struct weft__latch *l, int64_t floor);
+/* As weft__latch_wait_floor with floor = the worker's current bottom (joins). */
+void weft__latch_wait(struct weft__worker *w, struct weft__latch *l);
+/* Wait until l is set without running other work on top of the caller: inside a
+ * task the task suspends (its worker goes on); outside, the thread sleeps. For waits
+ * whose setter may need frames a helper would bury (events, channels). */
+void weft__latch_block(struct weft__latch *l);
 
 /* task.c */
 struct weft__job *weft__frame_get(weft_pool *pool, struct weft__worker *w);

@@ -16,7 +16,7 @@
  * receiving side runs once the switch is complete: hand the wait to the reactor,
  * register it on a latch, put it on a ready queue. Go does the same with mcall().
  *
- * Ready tasks sit in per-worker FIFO queues (a mutex each; any thread pushes, the
+ * Ready tasks sit in per-worker FIFO queues (a spinlock each; any thread pushes, the
  * owner pops first, thieves pop when stealing). A worker looks there before its
  * deque: running a ready task first bounds the number of stacks held by suspended
  * tasks (100 000 tasks that each yield hold two stacks, not 100 000).
@@ -28,11 +28,8 @@
  * worker: every frame below the task (the loop, waits) re-reads the current worker
  * after each call that may switch (weft__current(); fiber.h, THE HAZARD).
  *
- * Latch protocol with suspended waiters (join.c holds the setter): the waiter is
- * registered in place (state 2, waiter = its worker) while it helps. To suspend, the
- * after action moves 2 -> 0, stores the wait record, then 0 -> 3; a setter that
- * finds 0 sets 1 and the waiter's second CAS fails, so it makes itself ready; a
- * setter that finds 3 reads the record, stores 1 and makes the task ready.
+ * Waits (joins, scopes) live in latch.c; they suspend through weft__switch_to()
+ * with an after action that registers the wait record on the latch.
  */
 #define _GNU_SOURCE
 #include "pool.h"
@@ -158,9 +155,16 @@ static struct weft__wait *wait_of(struct weft__job *resume)
     return (struct weft__wait *)(void *)((uintptr_t)resume & ~WEFT__RESUME_TAG);
 }
 
+struct weft__fiber *weft__resume_fiber(struct weft__job *resume)
+{
+    return wait_of(resume)->fiber;
+}
+
 void weft__ready(struct weft__worker *hint, struct weft__wait *wt)
 {
     struct weft__worker *w = weft__current();
+    if (!hint)
+        hint = wt->home;
     if (!w || w->pool != hint->pool)
         w = hint;
     weft__ready_push(w, wt);
@@ -185,7 +189,7 @@ static void run_after(struct weft__worker *w)
 }
 
 /* A fresh loop fiber: a spare one if any, else one from the cache. */
-static struct weft__fiber *loop_fiber(struct weft__worker *w)
+struct weft__fiber *weft__loop_fiber(struct weft__worker *w)
 {
     if (w->nspare)
         return w->spare[--w->nspare];
@@ -224,13 +228,14 @@ static noreturn void exit_to(struct weft__worker *w, struct weft__fiber *to)
 
 /* Leave the running fiber (suspended) for to; after(w', wt, arg) runs on the other
  * side. Returns when something resumes this fiber, on any worker. */
-static void switch_to(struct weft__worker *w, struct weft__fiber *to, weft__after_fn after,
-                      struct weft__wait *wt, void *arg)
+void weft__switch_to(struct weft__worker *w, struct weft__fiber *to, weft__after_fn after,
+                     struct weft__wait *wt, void *arg)
 {
     struct weft__fiber *from = w->fiber;
     struct weft_scope *scope = w->scope;
     w->switches++;
     wt->fiber = from;
+    wt->home = w;
     w->after = after;
     w->after_wt = wt;
     w->after_arg = arg;
@@ -248,8 +253,7 @@ static noreturn void bottom_loop(void)
     for (;;) {
         struct weft__worker *w = weft__current();
         weft_pool *pool = w->pool;
-        /* Acquire: pairs with the release store of the stop word (stop_workers). */
-        if (atomic_load_explicit(&pool->stop, memory_order_acquire) == 1)
+        if (weft__latch_is_set(&pool->stop))
             exit_to(w, &w->thread_fiber);
         struct weft__job *job = weft__find_work(w, &pool->stop, INT64_MIN);
         if (!job)
@@ -273,21 +277,21 @@ void weft__sched_thread(struct weft__worker *w)
 {
     weft__fiber_init_thread(&w->thread_fiber);
     w->fiber = &w->thread_fiber;
-    struct weft__fiber *f = loop_fiber(w);
+    struct weft__fiber *f = weft__loop_fiber(w);
     if (!f) {
         /* No stack: run the loop on this thread's stack; nothing can suspend. */
         fprintf(stderr, "weft: no memory for a worker stack; tasks will not suspend\n");
         w->fiber = NULL;
         for (;;) {
-            if (atomic_load_explicit(&w->pool->stop, memory_order_acquire) == 1)
-                return; /* acquire: as in bottom_loop */
+            if (weft__latch_is_set(&w->pool->stop))
+                return;
             struct weft__job *job = weft__find_work(w, &w->pool->stop, INT64_MIN);
             if (job)
                 weft__run_job(w, job);
         }
     }
     struct weft__wait none;
-    switch_to(w, f, NULL, &none, NULL);
+    weft__switch_to(w, f, NULL, &none, NULL);
     /* Back on the thread stack: the pool stops. run_after freed the last loop. */
     while (w->nspare)
         weft__fiber_destroy(w->spare[--w->nspare]);
@@ -299,10 +303,10 @@ int weft__suspend(struct weft__wait *wt, weft__after_fn after, void *arg)
     if (!w || !w->fiber)
         return -ENOMEM;
     struct weft__job *r = weft__ready_pop(w);
-    struct weft__fiber *to = r ? wait_of(r)->fiber : loop_fiber(w);
+    struct weft__fiber *to = r ? wait_of(r)->fiber : weft__loop_fiber(w);
     if (!to)
         return -ENOMEM;
-    switch_to(w, to, after, wt, arg);
+    weft__switch_to(w, to, after, wt, arg);
     return 0;
 }
 
@@ -322,49 +326,11 @@ bool weft__yield(void)
     return weft__suspend(&wt, after_yield, NULL) == 0;
 }
 
-/* After a waiter switched away: make it the latch's suspended waiter (2 -> 0 ->
- * 3), or ready if the latch was set meanwhile. */
-static void after_latch(struct weft__worker *w, struct weft__wait *wt, void *arg)
-{
-    struct weft__latch *l = arg;
-    uint32_t s = 2;
-    /* Acquire (both ways): on failure the latch is set and we must see the job's
-     * effects; pairs with the setter's release. 0 itself publishes nothing. */
-    if (atomic_compare_exchange_strong_explicit(&l->state, &s, 0, memory_order_acquire,
-                                                memory_order_acquire)) {
-        l->waiter = wt;
-        s = 0;
-        /* Release: publishes l->waiter; pairs with the setter's acquire load of 3.
-         * Failure: the setter set 1 meanwhile (acquire: pairs with its release). */
-        if (atomic_compare_exchange_strong_explicit(&l->state, &s, 3, memory_order_release,
-                                                    memory_order_acquire))
-            return;
-    }
-    WEFT_ASSERT(s == 1);
-    weft__ready_push(w, wt);
-}
-
-/* Re-register the latch's in-place waiter (state 2) as w after a move. Returns false
- * if the latch is set. */
-static bool latch_rewait(struct weft__latch *l, struct weft__worker *w)
-{
-    uint32_t s = 2;
-    /* As in after_latch: 2 -> 0, store, 0 -> 2. */
-    if (!atomic_compare_exchange_strong_explicit(&l->state, &s, 0, memory_order_acquire,
-                                                 memory_order_acquire))
-        return false;
-    l->waiter = w;
-    s = 0;
-    /* Release: publishes l->waiter (pairs with the setter's acquire load of 2). */
-    return atomic_compare_exchange_strong_explicit(&l->state, &s, 2, memory_order_release,
-                                                   memory_order_acquire);
-}
-
 #else /* !WEFT_HAVE_FIBERS: nothing suspends; workers run on their thread stacks */
 
 void weft__sched_thread(struct weft__worker *w)
 {
-    while (atomic_load_explicit(&w->pool->stop, memory_order_acquire) != 1) {
+    while (!weft__latch_is_set(&w->pool->stop)) {
         struct weft__job *job = weft__find_work(w, &w->pool->stop, INT64_MIN);
         if (job)
             weft__run_job(w, job);
@@ -386,73 +352,19 @@ bool weft__yield(void)
 
 #endif
 
-#ifdef WEFT_HAVE_FIBERS
 /* Is less than a quarter of the running fiber's stack left? Then a wait stops
  * running other jobs on top of it (each would nest deeper: a loop whose items wait
  * splits again and again, and waits run the halves) and suspends instead. */
-static bool stack_low(struct weft__worker *w)
+bool weft__stack_low(struct weft__worker *w)
 {
+#ifdef WEFT_HAVE_FIBERS
     struct weft__fiber *f = w->fiber;
     if (!f || !f->stack)
         return false;
     char *sp = __builtin_frame_address(0);
     return sp - (char *)f->stack_lo < (ptrdiff_t)(f->stack_size / 4);
-}
-#endif
-
-bool weft__stack_low(struct weft__worker *w)
-{
-#ifdef WEFT_HAVE_FIBERS
-    return stack_low(w);
 #else
     (void)w;
     return false;
 #endif
-}
-
-/* The wait of a worker on a latch it registered on (state 2, waiter = w): run other
- * work until the latch is set; a ready task found meanwhile runs instead of this
- * wait, which then suspends on the latch (a wait never holds a ready task back).
- * floor: see weft__find_work; it applies only on the worker that began the wait. */
-void weft__wait_latch(struct weft__worker *w, struct weft__latch *l, int64_t floor)
-{
-    struct weft__worker *home = w;
-    for (;;) {
-        /* Acquire: pairs with the release that sets the latch. */
-        if (atomic_load_explicit(&l->state, memory_order_acquire) == 1)
-            return;
-#ifdef WEFT_HAVE_FIBERS
-        if (stack_low(w)) {
-            /* Deep already: wait suspended, and let a fresh loop run the work. */
-            struct weft__fiber *to = loop_fiber(w);
-            if (to) {
-                struct weft__wait wt;
-                switch_to(w, to, after_latch, &wt, l);
-                return; /* made ready only once the latch was set */
-            }
-        }
-#endif
-        struct weft__job *job = weft__find_work(w, &l->state, floor);
-        if (job) {
-#ifdef WEFT_HAVE_FIBERS
-            if (weft__is_resume(job)) {
-                struct weft__wait wt;
-                switch_to(w, wait_of(job)->fiber, after_latch, &wt, l);
-                /* Made ready only once the latch was set. */
-                return;
-            }
-#endif
-            weft__run_job(w, job);
-        }
-        struct weft__worker *now = weft__current();
-        if (now != w) {
-            /* The job we ran suspended and we came back on another worker. */
-            w = now;
-            floor = w == home ? floor : INT64_MIN;
-#ifdef WEFT_HAVE_FIBERS
-            if (!latch_rewait(l, w))
-                return;
-#endif
-        }
-    }
 }

@@ -246,7 +246,7 @@ WEFT_API int weft_scope_run(weft_pool *pool, int (*body)(weft_scope *s, void *ar
     atomic_init(&s.err, 0);
     atomic_init(&s.cancelled, false);
     atomic_init(&s.limit, 0);
-    atomic_init(&s.done.state, 0);
+    weft__latch_init(&s.done);
     pthread_mutex_init(&s.mu, NULL);
 
     struct weft__worker *w = weft__worker_of(pool);

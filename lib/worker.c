@@ -10,7 +10,7 @@
  * (park.c). The same loop serves three kinds of waiting, so there is one protocol:
  * the thread's main loop (until the pool stops), a join whose job was stolen (until
  * the job's latch is set), and a scope (until its last task finishes). Waiting is
- * always "help until a word reads 1".
+ * always "help until a latch is set" (the pool's stop word is a latch too).
  *
  * Suspended tasks that may run again (sched.c) come first: the worker's own ready
  * queue before its deque, other workers' ready queues before their deques. A worker
@@ -166,9 +166,9 @@ static struct weft__job *steal_round(struct weft__worker *w)
 /* Jobs a worker runs between looks at its ring while it has local work. */
 #define IO_EVERY 32
 
-/* One job to run, or NULL when *until reads 1 (after parking, possibly). Local jobs
- * are taken only above floor: see weft__wait_latch and scope.c. */
-struct weft__job *weft__find_work(struct weft__worker *w, const _Atomic(uint32_t) *until,
+/* One job to run, or NULL once until is set (after parking, possibly). Local jobs
+ * are taken only above floor: see latch.c's wait_helping and scope.c. */
+struct weft__job *weft__find_work(struct weft__worker *w, const struct weft__latch *until,
                                   int64_t floor)
 {
     struct weft__job *job;
@@ -205,8 +205,7 @@ struct weft__job *weft__find_work(struct weft__worker *w, const _Atomic(uint32_t
                 weft__stop_searching(w);
                 return job;
             }
-            /* Acquire: pairs with the release that set the word. */
-            if (atomic_load_explicit(until, memory_order_acquire) == 1) {
+            if (weft__latch_is_set(until)) {
                 weft__stop_searching(w);
                 return NULL;
             }
@@ -223,7 +222,7 @@ struct weft__job *weft__find_work(struct weft__worker *w, const _Atomic(uint32_t
             weft__stop_searching(w);
             return job;
         }
-        if (atomic_load_explicit(until, memory_order_acquire) == 1) { /* as above */
+        if (weft__latch_is_set(until)) {
             weft__stop_searching(w);
             return NULL;
         }
