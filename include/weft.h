@@ -17,6 +17,13 @@
  *   WEFT_NUM_THREADS=N   worker count when weft_pool_options.threads is 0
  *   WEFT_PIN=1           pin one worker per core (as WEFT_POOL_PIN)
  *   WEFT_IO=blocking     force the blocking I/O backend (as WEFT_POOL_NO_URING)
+ *   WEFT_SCHED=random:SEED  seeded randomised scheduling, for tests: steal victims
+ *                        and the sleeper to wake are drawn at random, and workers yield
+ *                        or spin at random at protocol points; every choice comes from a
+ *                        generator per worker seeded from SEED and its index, so the
+ *                        same seed makes the same choices. WEFT_SCHED=random picks a
+ *                        seed; either way "weft: WEFT_SCHED=random:SEED" is printed on
+ *                        stderr once per process, to replay a failure. Slower.
  */
 #ifndef WEFT_H
 #define WEFT_H

@@ -40,6 +40,7 @@
  */
 #define _GNU_SOURCE
 #include "deque.h"
+#include "noise.h"
 
 #include <errno.h>
 #include <linux/membarrier.h>
@@ -191,7 +192,7 @@ int weft__deque_push(struct weft__deque *dq, struct weft__job *job)
             return err;
     }
     atomic_store_explicit(&dq->slots[b & dq->mask], job, memory_order_relaxed);
-    WEFT_DBG_YIELD();
+    WEFT__NOISE();
     /* Release: publish the slot and the job's fields; pairs with the acquire load of
      * bottom in weft__deque_steal(). */
     atomic_store_explicit(&dq->bottom, b + 1, memory_order_release);
@@ -206,7 +207,7 @@ struct weft__job *weft__deque_pop(struct weft__deque *dq)
     if (atomic_load_explicit(&dq->top, memory_order_relaxed) > b)
         return NULL;
     atomic_store_explicit(&dq->bottom, b, memory_order_relaxed);
-    WEFT_DBG_YIELD();
+    WEFT__NOISE();
     /* StoreLoad between the bottom store and the top load: pairs with the fence
      * (frames) or heavy barrier (join jobs) in weft__deque_steal(). A real fence
      * here, unlike weft_join's inline pop: see the top of the file. */
@@ -247,7 +248,7 @@ struct weft__job *weft__deque_steal(struct weft__deque *dq)
     int64_t b = atomic_load_explicit(&dq->bottom, memory_order_acquire);
     if (t >= b)
         return WEFT__STEAL_EMPTY; /* looks empty: no need for the barrier */
-    WEFT_DBG_YIELD();
+    WEFT__NOISE();
     /* Acquire: pairs with the release store of buf in weft__deque_grow(). */
     struct weft__dqbuf *buf = atomic_load_explicit(&dq->buf, memory_order_acquire);
     struct weft__job *job = atomic_load_explicit(&buf->slot[t & buf->mask],
@@ -270,7 +271,7 @@ struct weft__job *weft__deque_steal(struct weft__deque *dq)
             break;
         heavy = true; /* the index now holds a join job: the owner may not fence */
     }
-    WEFT_DBG_YIELD();
+    WEFT__NOISE();
     /* seq_cst as in the paper: pairs with the CAS in pop() and other thieves'. */
     if (!atomic_compare_exchange_strong_explicit(&dq->top, &t, t + 1,
                                                  memory_order_seq_cst,

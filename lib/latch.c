@@ -111,7 +111,7 @@ bool weft__latch_is_set(const struct weft__latch *l)
 
 void weft__latch_set(struct weft__latch *l)
 {
-    WEFT_DBG_YIELD();
+    WEFT__NOISE();
     /* acq_rel: the release publishes the work done before the set (a job's result,
      * a scope's tasks); pairs with the acquire loads in weft__latch_is_set() and the
      * registration CASes' failure loads. The acquire pairs with the release of the
@@ -140,7 +140,7 @@ void weft__latch_set(struct weft__latch *l)
  * next. Returns false if the latch is set (the registration did not happen). */
 static bool latch_register(struct weft__latch *l, uintptr_t prev, uintptr_t next)
 {
-    WEFT_DBG_YIELD();
+    WEFT__NOISE();
     /* Release: publishes what the waiter wrote before registering (nothing the
      * setter reads but the word itself; kept release so the order is documented).
      * Failure (acquire): the only other writer is the setter, so the word is SET;

@@ -148,9 +148,16 @@ void weft__unpark_one(weft_pool *pool)
         pthread_mutex_unlock(&pool->idle_mu);
         return;
     }
-    /* LIFO: the most recently parked worker has the warmest cache. */
-    struct weft__worker *w = pool->idle[pool->nidle - 1];
-    remove_idle_locked(pool, pool->nidle - 1);
+    /* LIFO: the most recently parked worker has the warmest cache. WEFT_SCHED=random:
+     * a sleeper drawn by the waker's generator (noise.c), for other wake orders. */
+    unsigned k = pool->nidle - 1;
+    if (WEFT_UNLIKELY(pool->sched_random)) {
+        struct weft__worker *me = weft__self;
+        static __thread uint64_t rng = 0x2545F4914F6CDD1Dull;
+        k = (unsigned)(weft__rng_next(me && me->pool == pool ? &me->rng : &rng) % pool->nidle);
+    }
+    struct weft__worker *w = pool->idle[k];
+    remove_idle_locked(pool, k);
     pthread_mutex_unlock(&pool->idle_mu);
     wake_word(w);
 }
@@ -206,7 +213,7 @@ void weft__park(struct weft__worker *w, const struct weft__latch *until)
                                               WEFT__SLEEP_ONE - WEFT__SEARCH_ONE,
                                               memory_order_seq_cst);
     pthread_mutex_unlock(&pool->idle_mu);
-    WEFT_DBG_YIELD();
+    WEFT__NOISE();
     if ((prev & 0xffffu) == WEFT__SEARCH_ONE)
         poke_all(pool);     /* nobody searches now; ends with the heavy barrier */
     else

@@ -41,29 +41,6 @@ static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static struct weft__topo topo;
 static int topo_err;
 
-#ifdef WEFT_DEBUG_SCHED
-static __thread uint64_t dbg_rng;
-
-unsigned weft__dbg_rand(void)
-{
-    if (!dbg_rng)
-        dbg_rng = (uint64_t)(uintptr_t)&dbg_rng ^ (uint64_t)time(NULL) ^ 0x9E3779B97F4A7C15ull;
-    dbg_rng ^= dbg_rng << 13;
-    dbg_rng ^= dbg_rng >> 7;
-    dbg_rng ^= dbg_rng << 17;
-    return (unsigned)(dbg_rng >> 16);
-}
-
-void weft__dbg_yield(void)
-{
-    unsigned r = weft__dbg_rand() % 16;
-    if (r == 0)
-        sched_yield();
-    else if (r < 4)
-        for (unsigned k = 0; k < r * 50; k++)
-            __asm__ __volatile__("" ::: "memory");
-}
-#endif
 
 static void atfork_prepare(void)
 {
@@ -258,6 +235,8 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
     atomic_init(&pool->outside, 0);
     atomic_init(&pool->ext_spawns, 0);
     pool->nthreads = o.threads;
+    uint64_t seed = 0;
+    pool->sched_random = weft__noise_config(&seed);
     pool->flags = o.flags;
     pool->topo = &topo;
     pool->workers = calloc(o.threads, sizeof(*pool->workers));
@@ -276,9 +255,10 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
         pool->workers[i] = w;
         w->pool = pool;
         w->id = i;
-        w->rng = 0x9E3779B97F4A7C15ull * (i + 1) ^ (uint64_t)(uintptr_t)w;
-        if (!w->rng)
-            w->rng = 1;
+        if (pool->sched_random)
+            w->rng = weft__noise_seed_worker(seed, i);
+        else
+            w->rng = weft__noise_seed_worker((uint64_t)(uintptr_t)w, i);
         atomic_init(&w->wake, 0);
         atomic_init(&w->ready_lock, 0);
         atomic_init(&w->ready_len, 0);

@@ -11,6 +11,7 @@
 #include "weft.h"
 #include "debug.h"
 #include "deque.h"
+#include "noise.h"
 #include "topo.h"
 #ifdef WEFT_HAVE_FIBERS
 #include "fiber.h"
@@ -51,7 +52,7 @@ struct weft__worker {
     weft_pool *pool;
     unsigned id;
     pthread_t thread;
-    uint64_t rng;                   /* owner-private xorshift state */
+    uint64_t rng;                   /* owner-private xorshift state (noise.h) */
     bool searching;                 /* owner-private: counted in the parking word */
     /* Steal order: other workers' ids, nearest first; groups of equal distance are
      * delimited by group_end[] and searched from a random start. */
@@ -119,6 +120,7 @@ struct weft_pool {
 
     unsigned nthreads;
     unsigned flags;
+    bool sched_random;                    /* WEFT_SCHED=random (noise.c) */
 #ifdef WEFT_HAVE_FIBERS
     struct weft__stack_cache stacks;      /* fiber stacks (sched.c) */
 #endif

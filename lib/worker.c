@@ -30,11 +30,7 @@
 
 static inline uint64_t rng_next(struct weft__worker *w)
 {
-    uint64_t x = w->rng;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return w->rng = x;
+    return weft__rng_next(&w->rng);
 }
 
 void weft__inject(weft_pool *pool, struct weft__job *job)
@@ -106,61 +102,54 @@ void weft__run_job(struct weft__worker *w, struct weft__job *job)
     weft__latch_set(&job->latch);
 }
 
+/* Try victim v: its ready tasks, then its deque (a lost race means the victim has
+ * work: try again at once). */
+static struct weft__job *steal_from(struct weft__worker *w, struct weft__worker *v)
+{
+    struct weft__job *job = weft__ready_pop(v);
+    if (job)
+        return job;
+    while ((job = weft__deque_steal(&v->dq)) == WEFT__STEAL_ABORT)
+        WEFT__COUNT(w, steal_fails);
+    if (job)
+        WEFT__COUNT(w, steals);
+    return job;
+}
+
+/* One look at every other worker. Victims nearest first by topology, a random start
+ * within each group of equal distance; with WEFT_SCHED=random (noise.c), as many
+ * victims drawn at random (repeats allowed), so that any worker may steal from any
+ * other in any order. */
 static struct weft__job *steal_round(struct weft__worker *w)
 {
     weft_pool *pool = w->pool;
     unsigned nv = pool->nthreads - 1;
     if (nv == 0)
         return NULL;
-#ifdef WEFT_DEBUG_SCHED
-    /* Random victims in random order: shakes out assumptions about who steals. */
-    for (unsigned k = 0; k < nv; k++) {
-        unsigned v = w->victims[weft__dbg_rand() % nv];
-        struct weft__job *job = weft__ready_pop(pool->workers[v]);
-        if (!job)
-            job = weft__yield_pop(pool->workers[v]);
-        if (job)
-            return job;
-        job = weft__deque_steal(&pool->workers[v]->dq);
-        if (job == WEFT__STEAL_ABORT) {
-            WEFT__COUNT(w, steal_fails);
-            continue;
-        }
-        if (job) {
-            WEFT__COUNT(w, steals);
-            return job;
-        }
-    }
-    return NULL;
-#else
-    unsigned start = 0;
-    for (unsigned g = 0; g < w->ngroups; g++) {
-        unsigned end = w->group_end[g], len = end - start;
-        unsigned off = len > 1 ? (unsigned)(rng_next(w) % len) : 0;
-        for (unsigned k = 0; k < len; k++) {
-            unsigned v = w->victims[start + (off + k) % len];
-            struct weft__job *job = weft__ready_pop(pool->workers[v]);
-            if (job)
+    struct weft__job *job;
+    if (WEFT_UNLIKELY(pool->sched_random)) {
+        for (unsigned k = 0; k < nv; k++)
+            if ((job = steal_from(w, pool->workers[w->victims[rng_next(w) % nv]])))
                 return job;
-            /* A lost race means the victim has work: try it again at once. */
-            while ((job = weft__deque_steal(&pool->workers[v]->dq)) == WEFT__STEAL_ABORT)
-                WEFT__COUNT(w, steal_fails);
-            if (job) {
-                WEFT__COUNT(w, steals);
-                return job;
-            }
+    } else {
+        unsigned start = 0;
+        for (unsigned g = 0; g < w->ngroups; g++) {
+            unsigned end = w->group_end[g], len = end - start;
+            unsigned off = len > 1 ? (unsigned)(rng_next(w) % len) : 0;
+            for (unsigned k = 0; k < len; k++)
+                if ((job = steal_from(w, pool->workers[w->victims[start + (off + k) % len]])))
+                    return job;
+            start = end;
         }
-        start = end;
     }
     /* Tasks that yielded come last: they wait for other work by definition, and
      * moving one moves its cold stack to this core. */
     for (unsigned k = 0; k < nv; k++) {
-        struct weft__job *job = weft__yield_pop(pool->workers[w->victims[k]]);
+        job = weft__yield_pop(pool->workers[w->victims[k]]);
         if (job)
             return job;
     }
     return NULL;
-#endif
 }
 
 /* Jobs a worker runs between looks at its ring while it has local work. */
