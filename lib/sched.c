@@ -183,6 +183,7 @@ static void run_after(struct weft__worker *w)
 {
     weft__after_fn fn = w->after;
     if (fn) {
+        WEFT__NOISE(); /* widen the window between a switch and its publication */
         w->after = NULL;
         fn(w, w->after_wt, w->after_arg);
     }
