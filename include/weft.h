@@ -288,15 +288,18 @@ struct weft__job {
     struct weft_scope *scope;   /* frames only (join jobs leave it unset) */
 };
 
-/* A Chase-Lev deque: the owner's cache line, then the thieves'. */
+/* A split work-stealing deque (lib/deque.c): jobs in [top, split) may be stolen,
+ * jobs in [split, bottom) are the owner's alone. The owner's cache line, then the
+ * thieves'. */
 struct weft__deque {
-    _Atomic(int64_t) bottom;             /* owner writes; thieves read */
+    _Atomic(int64_t) bottom;             /* owner writes; others read it as a hint */
+    _Atomic(int64_t) split;              /* owner writes; thieves read */
     int64_t limit;                       /* owner-private: pushes below it have room */
     _Atomic(struct weft__job *) *slots;  /* owner-private copy of buf->slots */
     int64_t mask;                        /* owner-private copy of buf->mask */
     _Atomic(uint32_t) poke;              /* set by a parking worker: check for sleepers */
-    uint32_t fence_full;                 /* 1: no membarrier, the owner fences (deque.c) */
-    char pad_[64 - 5 * 8];
+    uint32_t fence_full;                 /* 1: no membarrier: pushes fence (park.c) */
+    char pad_[64 - 6 * 8];
     _Alignas(64) _Atomic(int64_t) top;   /* thieves CAS; owner CASes for the last item */
     char pad2_[64 - 8];
     _Atomic(void *) buf;                 /* current array (struct in deque.h) */
@@ -306,8 +309,7 @@ extern WEFT_API __thread struct weft__worker *weft__self
     __attribute__((tls_model("initial-exec")));
 
 WEFT_API int  weft__join_outside(weft_fn a, void *arg_a, weft_fn b, void *arg_b);
-WEFT_API int  weft__join_finish(struct weft__worker *w, struct weft__job *job,
-                                int64_t t, int ra);
+WEFT_API int  weft__join_finish(struct weft__worker *w, struct weft__job *job, int ra);
 WEFT_API void weft__deque_reserve(struct weft__worker *w);
 WEFT_API void weft__push_poked(struct weft__worker *w);
 WEFT_API struct weft__worker *weft__self_get(void);
@@ -345,10 +347,19 @@ static inline int weft_join(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
     atomic_store_explicit(&job.idx, i, memory_order_relaxed);
     atomic_store_explicit(&job.latch.word, 0, memory_order_relaxed);
     atomic_store_explicit(&dq->slots[i & dq->mask], &job, memory_order_relaxed);
-    /* Release: publishes slot i and the job's fields; pairs with the acquire load of
-     * bottom in weft__deque_steal(). */
-    atomic_store_explicit(&dq->bottom, i + 1, memory_order_release);
-    /* StoreLoad between the bottom store and the poke load: pairs with the
+    /* The job goes in the owner's private part: no barrier, thieves cannot see it.
+     * Relaxed: bottom is only a hint to other threads. */
+    atomic_store_explicit(&dq->bottom, i + 1, memory_order_relaxed);
+    int64_t s = atomic_load_explicit(&dq->split, memory_order_relaxed); /* owner's own */
+    /* Nothing left to steal (thieves took all published jobs, or none were): publish
+     * everything private, this job included, so that the oldest job is always
+     * stealable. Relaxed load of top: a stale value only delays the publication to
+     * the next push or to the parking protocol's poke. */
+    if (__builtin_expect(atomic_load_explicit(&dq->top, memory_order_relaxed) == s, 0))
+        /* Release: publishes the slots and the jobs' fields up to i; pairs with the
+         * acquire load of split in weft__deque_steal(). */
+        atomic_store_explicit(&dq->split, i + 1, memory_order_release);
+    /* StoreLoad between the bottom/split stores and the poke load: pairs with the
      * membarrier() a worker runs after poking, before its last look (park.c). */
     atomic_signal_fence(memory_order_seq_cst);
     if (__builtin_expect(atomic_load_explicit(&dq->poke, memory_order_relaxed) != 0, 0))
@@ -359,30 +370,22 @@ static inline int weft_join(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
     /* Pop our job. Everything is re-read from memory rather than kept in registers
      * across the call: cheaper than saving them, and it re-reads the worker (a task
      * that suspended may have resumed on another worker). bottom == idx + 1 means
-     * the job is still ours to pop, with no extra check: every worker's deque counts
-     * in its own range of indices (lib/pool.c), so another worker's bottom never
+     * the job is still on top, with no extra check: every worker's deque counts in
+     * its own range of indices (lib/pool.c), so another worker's bottom never
      * matches; and whoever else pops a join job (another fiber of this worker, a
-     * wait) marks it taken first (lib/worker.c). Otherwise the slow path sorts it
-     * out (lib/join.c). */
+     * wait) marks it taken first (lib/worker.c). At or above split it is private:
+     * no thief can have it, so the pop is two plain stores' worth of work.
+     * Otherwise the slow path sorts it out (lib/join.c). */
     w = WEFT__SELF_AGAIN();
     dq = WEFT__DQ(w);
     i = atomic_load_explicit(&job.idx, memory_order_relaxed);
-    int64_t t = -1;
-    if (__builtin_expect(atomic_load_explicit(&dq->bottom, memory_order_relaxed) == i + 1, 1)) {
+    if (__builtin_expect(atomic_load_explicit(&dq->bottom, memory_order_relaxed) == i + 1 &&
+                         atomic_load_explicit(&dq->split, memory_order_relaxed) <= i, 1)) {
         atomic_store_explicit(&dq->bottom, i, memory_order_relaxed);
-        /* StoreLoad between the bottom store and the top load: pairs with the
-         * membarrier() a thief runs between its top and bottom loads (deque.c). */
-        if (__builtin_expect(dq->fence_full, 0))
-            atomic_thread_fence(memory_order_seq_cst);
-        else
-            atomic_signal_fence(memory_order_seq_cst);
-        t = atomic_load_explicit(&dq->top, memory_order_relaxed);
-        if (__builtin_expect(t < i, 1)) {
-            int rb = b(job.arg);
-            return ra ? ra : rb;
-        }
+        int rb = b(job.arg);
+        return ra ? ra : rb;
     }
-    return weft__join_finish(w, &job, t, ra);
+    return weft__join_finish(w, &job, ra);
 }
 #endif /* inline weft_join */
 

@@ -183,6 +183,8 @@ void weft__notify_work(weft_pool *pool)
 WEFT_API void weft__push_poked(struct weft__worker *w)
 {
     weft_pool *pool = w->pool;
+    /* Someone may be waking up to steal: give it something to take (deque.c). */
+    weft__deque_publish(&w->dq);
     if (w->dq.fence_full) {
         /* No membarrier: the parker cannot see our bottom store unless we fence. */
         atomic_thread_fence(memory_order_seq_cst);

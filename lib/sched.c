@@ -235,6 +235,9 @@ void weft__switch_to(struct weft__worker *w, struct weft__fiber *to, weft__after
     struct weft__fiber *from = w->fiber;
     struct weft_scope *scope = w->scope;
     w->switches++;
+    /* The fiber that leaves may have private jobs on the deque: let thieves have
+     * them while it waits (deque.c). */
+    weft__deque_publish(&w->dq);
     wt->fiber = from;
     wt->home = w;
     w->after = after;

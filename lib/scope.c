@@ -97,7 +97,7 @@ static int push_frame(weft_pool *pool, struct weft__worker *w, struct weft__job 
         weft__inject(pool, f);
         return 0;
     }
-    int err = weft__deque_push(&w->dq, weft__tag_frame(f));
+    int err = weft__deque_push(&w->dq, weft__tag_frame(f), true);
     if (err)
         return err;
     /* As in weft_join: StoreLoad between the bottom store and the poke load pairs

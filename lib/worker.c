@@ -78,7 +78,7 @@ bool weft__work_visible(weft_pool *pool)
     if (atomic_load_explicit(&pool->inj_len, memory_order_relaxed) != 0)
         return true;
     for (unsigned i = 0; i < pool->nthreads; i++)
-        if (weft__deque_looks_nonempty(&pool->workers[i]->dq) ||
+        if (weft__deque_looks_stealable(&pool->workers[i]->dq) ||
             atomic_load_explicit(&pool->workers[i]->ready_len, memory_order_relaxed) != 0 ||
             atomic_load_explicit(&pool->workers[i]->yield_len, memory_order_relaxed) != 0)
             return true;
@@ -93,7 +93,6 @@ void weft__run_job(struct weft__worker *w, struct weft__job *job)
         weft__run_frame(w, (struct weft__job *)((uintptr_t)job & ~WEFT__FRAME_TAG));
         return;
     }
-    job = (struct weft__job *)((uintptr_t)job & ~WEFT__FENCED_TAG);
     /* A join or run job: its owner waits on the latch; job memory is the owner's
      * and must not be touched after the latch is set. Mark it taken: its joiner's
      * inline pop must not mistake a later job at the same index for it (weft.h). */
@@ -178,6 +177,9 @@ struct weft__job *weft__find_work(struct weft__worker *w, const struct weft__lat
         return job;
     if ((job = weft__yield_pop(w)))
         return job;
+    /* We stop running our own jobs (none, or only some below floor): let thieves
+     * have whatever is private (deque.c). */
+    weft__deque_publish(&w->dq);
     weft__start_searching(w);
     for (;;) {
         for (unsigned round = 0; round < SPIN_ROUNDS + YIELD_ROUNDS; round++) {

@@ -65,7 +65,7 @@ Test(deque, empty)
         cr_assert_null(weft__deque_pop(dq));
     cr_assert_eq(weft__deque_steal(dq), WEFT__STEAL_EMPTY);
     struct weft__job j;
-    cr_assert_eq(weft__deque_push(dq, &j), 0);
+    cr_assert_eq(weft__deque_push(dq, &j, true), 0);
     cr_assert(weft__deque_looks_nonempty(dq));
     cr_assert_eq(weft__deque_pop(dq), &j);
     cr_assert(!weft__deque_looks_nonempty(dq));
@@ -79,7 +79,7 @@ Test(deque, pop_is_lifo)
     struct weft__deque *dq = dq_new();
     struct weft__job *j = jobs_new(100);
     for (int i = 0; i < 100; i++)
-        cr_assert_eq(weft__deque_push(dq, &j[i]), 0);
+        cr_assert_eq(weft__deque_push(dq, &j[i], true), 0);
     for (int i = 99; i >= 0; i--)
         cr_assert_eq(weft__deque_pop(dq), &j[i], "pop %d", i);
     cr_assert_null(weft__deque_pop(dq));
@@ -93,7 +93,7 @@ Test(deque, steal_is_fifo)
     struct weft__deque *dq = dq_new();
     struct weft__job *j = jobs_new(100);
     for (int i = 0; i < 100; i++)
-        cr_assert_eq(weft__deque_push(dq, &j[i]), 0);
+        cr_assert_eq(weft__deque_push(dq, &j[i], true), 0);
     for (int i = 0; i < 100; i++)
         cr_assert_eq(weft__deque_steal(dq), &j[i], "steal %d", i);
     cr_assert_eq(weft__deque_steal(dq), WEFT__STEAL_EMPTY);
@@ -107,7 +107,7 @@ Test(deque, pop_and_steal_mixed)
     struct weft__deque *dq = dq_new();
     struct weft__job *j = jobs_new(8);
     for (int i = 0; i < 4; i++)
-        weft__deque_push(dq, &j[i]);
+        weft__deque_push(dq, &j[i], true);
     cr_assert_eq(weft__deque_steal(dq), &j[0]);
     cr_assert_eq(weft__deque_pop(dq), &j[3]);
     cr_assert_eq(weft__deque_steal(dq), &j[1]);
@@ -116,13 +116,13 @@ Test(deque, pop_and_steal_mixed)
     cr_assert_null(weft__deque_pop(dq));
     cr_assert_eq(weft__deque_steal(dq), WEFT__STEAL_EMPTY);
     /* Reusable after being emptied from both ends. */
-    weft__deque_push(dq, &j[4]);
-    weft__deque_push(dq, &j[5]);
+    weft__deque_push(dq, &j[4], true);
+    weft__deque_push(dq, &j[5], true);
     cr_assert_eq(weft__deque_steal(dq), &j[4]);
     cr_assert_eq(weft__deque_steal(dq), &j[5]);
     cr_assert_eq(weft__deque_steal(dq), WEFT__STEAL_EMPTY);
     cr_assert_null(weft__deque_pop(dq));
-    weft__deque_push(dq, &j[6]);
+    weft__deque_push(dq, &j[6], true);
     cr_assert_eq(weft__deque_steal(dq), &j[6]);
     cr_assert_null(weft__deque_pop(dq));
     free(j);
@@ -136,7 +136,7 @@ Test(deque, grow_then_pop_all)
     const size_t n = 300000; /* 256 -> 512K slots: 11 resizes */
     struct weft__job *j = jobs_new(n);
     for (size_t i = 0; i < n; i++)
-        cr_assert_eq(weft__deque_push(dq, &j[i]), 0);
+        cr_assert_eq(weft__deque_push(dq, &j[i], true), 0);
     for (size_t i = n; i-- > 0;) {
         struct weft__job *p = weft__deque_pop(dq);
         if (p != &j[i])
@@ -160,12 +160,12 @@ Test(deque, grow_with_moved_top_then_steal_all)
     /* Walk top and bottom around the initial array a few times. */
     for (int round = 0; round < 5; round++) {
         for (int k = 0; k < 200; k++)
-            weft__deque_push(dq, &j[pushed++]);
+            weft__deque_push(dq, &j[pushed++], true);
         for (int k = 0; k < 170; k++, stolen++)
             cr_assert_eq(weft__deque_steal(dq), &j[stolen]);
     }
     while (pushed < n)
-        cr_assert_eq(weft__deque_push(dq, &j[pushed++]), 0);
+        cr_assert_eq(weft__deque_push(dq, &j[pushed++], true), 0);
     /* Alternate thieves and the owner so that both ends are checked. */
     size_t bottom = n;
     while (stolen < bottom) {
@@ -180,6 +180,48 @@ Test(deque, grow_with_moved_top_then_steal_all)
     cr_assert_eq(weft__deque_steal(dq), WEFT__STEAL_EMPTY);
     cr_assert_null(weft__deque_pop(dq));
     free(j);
+    dq_del(dq);
+}
+
+/* The split: private jobs are invisible to thieves until published; the owner pops
+ * them without touching top; a steal that finds only private jobs asks (poke). */
+Test(deque, private_jobs_until_published)
+{
+    struct weft__deque *dq = dq_new();
+    struct weft__job j[8];
+    atomic_store(&dq->poke, 0);
+    /* The first push onto an empty deque is published: the oldest is stealable. */
+    cr_assert_eq(weft__deque_push(dq, &j[0], false), 0);
+    cr_assert(weft__deque_looks_stealable(dq));
+    for (int i = 1; i < 5; i++)
+        cr_assert_eq(weft__deque_push(dq, &j[i], false), 0);
+    int64_t top = atomic_load(&dq->top);
+    /* Private pops: newest first, top untouched. */
+    cr_assert_eq(weft__deque_pop(dq), &j[4]);
+    cr_assert_eq(weft__deque_pop(dq), &j[3]);
+    cr_assert_eq(atomic_load(&dq->top), top);
+    /* A thief takes the public one, then finds only private jobs: empty, and it
+     * asks the owner to publish. */
+    cr_assert_eq(weft__deque_steal(dq), &j[0]);
+    cr_assert_eq(atomic_load(&dq->poke), 0);
+    cr_assert_eq(weft__deque_steal(dq), WEFT__STEAL_EMPTY);
+    cr_assert_eq(atomic_load(&dq->poke), 1);
+    /* The next push onto an empty public part publishes everything. */
+    cr_assert_eq(weft__deque_push(dq, &j[5], false), 0);
+    cr_assert_eq(weft__deque_steal(dq), &j[1]);
+    /* Pop of a public job: the Chase-Lev path; then the rest. */
+    cr_assert_eq(weft__deque_pop(dq), &j[5]);
+    cr_assert_eq(weft__deque_pop(dq), &j[2]);
+    cr_assert_null(weft__deque_pop(dq));
+    cr_assert_eq(weft__deque_steal(dq), WEFT__STEAL_EMPTY);
+    /* publish() hands over the private part at once. */
+    cr_assert_eq(weft__deque_push(dq, &j[6], false), 0); /* published: empty before */
+    cr_assert_eq(weft__deque_push(dq, &j[7], false), 0); /* private */
+    cr_assert_eq(weft__deque_steal(dq), &j[6]);
+    cr_assert_eq(weft__deque_steal(dq), WEFT__STEAL_EMPTY);
+    weft__deque_publish(dq);
+    cr_assert_eq(weft__deque_steal(dq), &j[7]);
+    cr_assert_null(weft__deque_pop(dq));
     dq_del(dq);
 }
 
@@ -300,7 +342,8 @@ static void race_run(size_t n, bool pops, uint64_t seed, unsigned rounds_of_burs
             batch = n - next;
         for (size_t k = 0; k < batch; k++, next++) {
             r->jobs[next].arg = (void *)(uintptr_t)(next ^ MAGIC);
-            TCHECK(weft__deque_push(r->dq, &r->jobs[next]) == 0);
+            /* Private or public at random; publish at random too (deque.c). */
+            TCHECK(weft__deque_push(r->dq, &r->jobs[next], (x >> (k & 31)) & 1) == 0);
         }
         if (pops) {
             size_t npop = (x >> 8) % (batch + 2);
@@ -313,6 +356,9 @@ static void race_run(size_t n, bool pops, uint64_t seed, unsigned rounds_of_burs
         }
         if (((x >> 12) & 7) == 0)
             noise(&rng);
+        /* A thief's request, or now and then unasked, as the worker loop does. */
+        if (atomic_exchange_explicit(&r->dq->poke, 0, memory_order_relaxed) || ((x >> 16) & 7) == 0)
+            weft__deque_publish(r->dq);
     }
     /* Drain: after a NULL pop the deque is empty (a thief won the last item). */
     if (pops) {
@@ -320,6 +366,7 @@ static void race_run(size_t n, bool pops, uint64_t seed, unsigned rounds_of_burs
         while ((j = weft__deque_pop(r->dq)) != NULL)
             take(r, THIEVES, j);
     } else {
+        weft__deque_publish(r->dq); /* the owner stops: everything to the thieves */
         while (weft__deque_looks_nonempty(r->dq))
             sched_yield();
     }
@@ -388,8 +435,11 @@ static void last_item_race(unsigned nthieves)
     uint64_t rng = 99 + nthieves;
     for (size_t i = 0; i < n; i++) {
         r->jobs[i].arg = (void *)(uintptr_t)(i ^ MAGIC);
-        weft__deque_push(r->dq, &r->jobs[i]);
-        if (xorshift(&rng) & 1)
+        uint64_t x = xorshift(&rng);
+        weft__deque_push(r->dq, &r->jobs[i], (x >> 1) & 1);
+        if ((x >> 2) & 1)
+            weft__deque_publish(r->dq);
+        if (x & 1)
             noise(&rng);
         struct weft__job *j = weft__deque_pop(r->dq);
         if (j)
