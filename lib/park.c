@@ -38,6 +38,7 @@
 #define _GNU_SOURCE
 #include "pool.h"
 #include "reactor.h"
+#include "jobserver.h"
 
 #include <errno.h>
 #include <linux/futex.h>
@@ -217,6 +218,7 @@ void weft__park(struct weft__worker *w, const _Atomic(uint32_t) *until)
         WEFT_ASSERT(w->searching);
         return;
     }
+    weft__js_sleep(w);          /* jobserver.c: asleep, a worker holds no token */
     WEFT__COUNT(w, parks);
     if (w->io) {
         /* Park in the ring: a completion, a MSG_RING or the eventfd ends the wait.
