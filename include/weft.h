@@ -67,7 +67,11 @@ typedef struct weft_pool weft_pool; /* opaque */
  * make's fds: one that has no token sleeps until one is free. Inherited fds that
  * are closed or not one pipe (a recipe without '+'), or a FIFO that cannot be
  * opened: one warning on stderr, and the pool runs without a jobserver. A dry run
- * (`make -n`) changes nothing: recipes that run under it run for real. */
+ * (`make -n`) changes nothing: recipes that run under it run for real. MAKEFLAGS
+ * is read when the first of the process's pools that use the jobserver is
+ * created, and that client serves them until the last one is destroyed. The
+ * workers of a pool use the jobserver from their start; the caller of
+ * weft_pool_create needs nothing else. */
 #define WEFT_POOL_NO_JOBSERVER (1u << 2)
 
 /* Largest worker count weft_pool_create accepts. */
