@@ -449,11 +449,14 @@ static void acquire(weft_pool *pool, struct js_slot *s)
         pthread_mutex_lock(&B.mu);
         if (n == 1) {
             bool first = got_byte_locked(c);
-            s->token = c;
-            pthread_mutex_unlock(&B.mu);
-            if (first)
-                kick_watcher();
-            return;
+            if (!B.closed) {
+                s->token = c;
+                pthread_mutex_unlock(&B.mu);
+                if (first)
+                    kick_watcher();
+                return;
+            }
+            write_token_locked(c);     /* exit() gave everything back meanwhile */
         }
         /* Freed meanwhile, or the pool stops (js_stop takes B.mu after the stop
          * store, so it either runs before this check or sees us on the list). */
@@ -522,7 +525,10 @@ static void *watcher_main(void *arg)
         pthread_mutex_lock(&B.mu);
         if (n == 1) {
             (void)got_byte_locked(c); /* we recompute our timeout ourselves */
-            give_locked(c);
+            if (B.closed)
+                write_token_locked(c); /* exit() gave everything back meanwhile */
+            else
+                give_locked(c);
         } else if (n == 0 || (n < 0 && err && err != EAGAIN && err != EWOULDBLOCK &&
                               err != EINTR)) {
             B.rfd_dead = true;        /* make is gone: only our own tokens circulate */
@@ -696,7 +702,7 @@ static void js_atfork_child(void)
         close_fds();
     B.users = 0;
     B.closed = B.quit = B.watching = B.rfd_dead = B.implicit_free = false;
-    free(B.cache);
+    /* Not freed: a parent thread may have been inside realloc() of it. */
     B.cache = NULL;
     B.ncache = B.cap = 0;
     B.whead = B.wtail = NULL;
