@@ -22,7 +22,12 @@
  *    in weft__park again (weft__js_sleep). Running a task needs being awake, so at
  *    most 1 + (bytes held) workers run tasks, across all pools of the process.
  *    Searching workers (a few tens of microseconds before they park) count as
- *    running: simpler, and they are on a CPU.
+ *    running: simpler, and they are on a CPU. A worker that parks inside a wait
+ *    (a join, a scope) gives its token up too and needs one again before it goes
+ *    on with the task below; that cannot deadlock, because only awake workers hold
+ *    tokens and every awake worker either runs work or parks, and parking hands
+ *    its token to a waiter. (With no byte from make the pool behaves as a pool of
+ *    one worker, which weft supports: waits suspend or help.)
  *  - A token is the implicit one (never written to make) or a byte; the byte read
  *    is the byte written back. held_by_value[] counts the bytes the process holds,
  *    so that an exit can give back everything it still holds.
@@ -43,8 +48,12 @@
  *    non-blocking (see "fds").
  *  - Pool destroy gives back the tokens of its workers (to other pools' waiters or
  *    the cache) and then writes every cached byte to make. The last pool closes the
- *    client. A forked child writes nothing inherited: its client starts empty (the
- *    inherited one's tokens belong to the parent) and it closes only our own fds.
+ *    client; the next pool opens it again from MAKEFLAGS. At exit, every byte
+ *    still held (also by pools never destroyed) is written back. A forked child
+ *    writes nothing inherited: its client starts empty (the inherited one's tokens
+ *    belong to the parent) and it closes only our own fds; a pool of its own then
+ *    opens the client afresh, with an implicit token of its own, as any process
+ *    a job starts would.
  *  - Every field of B is guarded by B.mu; held/peak are also atomics for the
  *    lock-free stats. A slot's token is owner-private, except that while the slot
  *    is on the waiter list the waker writes it under B.mu (the owner reads it back
@@ -56,8 +65,8 @@
  * be set on them; instead we open /proc/self/fd/R and /proc/self/fd/W, which gives
  * new descriptions of the same pipe that may be non-blocking (checked on Linux 6.x).
  * Without /proc, reads of the inherited fd use preadv2(RWF_NOWAIT), which never
- * blocks (pipes support it since Linux 5.x); where that is refused too, the
- * jobserver is not used (warning). Writes of one byte never block: the pipe holds
+ * blocks (pipes take it on the 6.x kernels checked); where the kernel refuses it,
+ * the jobserver is not used (warning). Writes of one byte never block: the pipe holds
  * at most the job count. Inherited fds are validated first (open, FIFOs, one pipe,
  * readable and writable): make closes them in recipes without `+`, and the numbers
  * may then be reused; if invalid, one warning and no jobserver.
