@@ -853,6 +853,21 @@ void weft__js_wake(struct weft__worker *w)
         acquire(w->pool, s);
 }
 
+struct weft__worker *weft__js_outside_begin(void)
+{
+    struct weft__worker *w = weft__self;
+    if (!w || !w->pool->js)
+        return NULL;
+    weft__js_sleep(w);
+    return w;
+}
+
+void weft__js_outside_end(struct weft__worker *w)
+{
+    if (w)
+        weft__js_wake(w);
+}
+
 void weft__js_stop(weft_pool *pool)
 {
     struct weft__js *js = pool->js;

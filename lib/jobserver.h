@@ -28,6 +28,12 @@ void weft__js_sleep(struct weft__worker *w);
 /* weft__find_work, right after weft__park returned: get a token back (the cache,
  * the implicit one, or make's) before looking for work; waits, asleep, if none. */
 void weft__js_wake(struct weft__worker *w);
+/* join.c, around the sleep of a thread that waits on a latch of a pool it is no
+ * worker of: a worker of another pool gives its token up meanwhile (else a pool
+ * used from inside another's task could wait for a token that its caller holds,
+ * forever under make -j1). begin returns what end takes (NULL: nothing to do). */
+struct weft__worker *weft__js_outside_begin(void);
+void weft__js_outside_end(struct weft__worker *w);
 /* stop_workers, after the stop word is stored: wake the pool's token waiters. */
 void weft__js_stop(weft_pool *pool);
 /* weft_pool_stats: the jobserver fields. */

@@ -18,6 +18,7 @@
  */
 #define _GNU_SOURCE
 #include "pool.h"
+#include "jobserver.h"
 
 #include <errno.h>
 
@@ -88,9 +89,11 @@ void weft__latch_wait_floor(struct weft__worker *w, struct weft__latch *l, int64
      * rejected: with as many workers as cores the spinner takes a core from them
      * (collect n=1M on 2 workers: 0.93x serial with a 20 us spin, 1.84x without)
      * and the woken worker waits for the spinner's core (wake: 21.8 us vs 1.4 us). */
+    struct weft__worker *self = weft__js_outside_begin(); /* jobserver.c: token back */
     /* Acquire: pairs with the release store in latch_set. */
     while (atomic_load_explicit(&l->state, memory_order_acquire) != 1)
         weft__futex_wait(&l->state, 2);
+    weft__js_outside_end(self);
 }
 
 /* The slow end of a join. slot: the job as its deque slot holds it (tagged or not).

@@ -572,3 +572,38 @@ Test(jobserver, fork_gives_back_nothing, .timeout = 120)
     unsetenv("MAKEFLAGS");
     remove_fifo(rw);
 }
+
+/* A task of one pool waits for another pool: its worker gives its token up while
+ * it sleeps, or (no bytes in the server) the other pool's workers would wait for
+ * the implicit token forever. */
+static weft_pool *inner_pool;
+
+static int inner(void *p)
+{
+    (void)p;
+    return 9;
+}
+
+static int outer(void *p)
+{
+    (void)p;
+    return weft_run(inner_pool, inner, NULL);
+}
+
+Test(jobserver, nested_pools_under_one_token, .timeout = 60)
+{
+    char mf[256];
+    int rw = make_fifo(0, mf, sizeof(mf));
+    setenv("MAKEFLAGS", mf, 1);
+    weft_pool *a;
+    weft_pool_options o = {.threads = 2};
+    cr_assert_eq(weft_pool_create(&a, &o), 0);
+    cr_assert_eq(weft_pool_create(&inner_pool, &o), 0);
+    for (int i = 0; i < 100; i++)
+        cr_assert_eq(weft_run(a, outer, NULL), 9);
+    weft_pool_destroy(inner_pool);
+    weft_pool_destroy(a);
+    unsetenv("MAKEFLAGS");
+    cr_assert_eq(bytes_in(rw), 0);
+    remove_fifo(rw);
+}
