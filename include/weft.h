@@ -24,6 +24,9 @@
  *                        same seed makes the same choices. WEFT_SCHED=random picks a
  *                        seed; either way "weft: WEFT_SCHED=random:SEED" is printed on
  *                        stderr once per process, to replay a failure. Slower.
+ *   WEFT_JOBSERVER=0     ignore make's jobserver (as WEFT_POOL_NO_JOBSERVER)
+ *   MAKEFLAGS            a GNU make jobserver named here is used automatically
+ *                        (see WEFT_POOL_NO_JOBSERVER)
  */
 #ifndef WEFT_H
 #define WEFT_H
@@ -59,13 +62,31 @@ typedef struct weft_pool weft_pool; /* opaque */
 #define WEFT_POOL_PIN       (1u << 0)
 /* Never use io_uring: I/O runs on the blocking backend. */
 #define WEFT_POOL_NO_URING  (1u << 1)
+/* Ignore make's jobserver. Without this flag (and without WEFT_JOBSERVER=0), when
+ * MAKEFLAGS names a GNU make jobserver (--jobserver-auth=fifo:PATH, make >= 4.4;
+ * --jobserver-auth=R,W or --jobserver-fds=R,W, older makes; the last one wins) the
+ * process's pools together run at most 1 + (tokens held) workers at once: one
+ * worker runs on the process's implicit token, every other one reads a token (a
+ * byte) from make before it runs work. Tokens are kept while workers are busy, go
+ * back to make within 100 ms of a worker going to sleep, and all of them before
+ * weft_pool_destroy returns and at exit; the byte read is the byte written back,
+ * and a forked child gives back nothing it inherited. No worker ever blocks on
+ * make's fds: one that has no token sleeps until one is free. Inherited fds that
+ * are closed or not one pipe (a recipe without '+'), or a FIFO that cannot be
+ * opened: one warning on stderr, and the pool runs without a jobserver. A dry run
+ * (`make -n`) changes nothing: recipes that run under it run for real. MAKEFLAGS
+ * is read when the first of the process's pools that use the jobserver is
+ * created, and that client serves them until the last one is destroyed. The
+ * workers of a pool use the jobserver from their start; the caller of
+ * weft_pool_create needs nothing else. */
+#define WEFT_POOL_NO_JOBSERVER (1u << 2)
 
 /* Largest worker count weft_pool_create accepts. */
 #define WEFT_MAX_THREADS 1024u
 
 typedef struct weft_pool_options {
     unsigned threads;      /* 0: $WEFT_NUM_THREADS, else the cores this process may use */
-    unsigned flags;        /* WEFT_POOL_PIN, WEFT_POOL_NO_URING */
+    unsigned flags;        /* WEFT_POOL_PIN, WEFT_POOL_NO_URING, WEFT_POOL_NO_JOBSERVER */
     size_t   stack_size;   /* stacks tasks run on (workers run on them, and each
                               suspended task holds one); 0: 256 KiB. Pages cost
                               memory only once touched. */
@@ -236,6 +257,14 @@ typedef struct weft_stats {
     uint64_t parks;       /* times a worker went to sleep */
     uint64_t wakeups;     /* times a sleeping worker was woken */
     uint64_t io_ops;      /* I/O calls made from inside tasks */
+    /* make's jobserver (WEFT_POOL_NO_JOBSERVER), 0 for a pool that does not use one.
+     * The tokens belong to the process, shared by all its pools using the jobserver,
+     * so every such pool reports the same figures: */
+    uint64_t jobserver_tokens;      /* bytes read from make and not yet written back
+                                       (held by awake workers or kept for reuse);
+                                       the implicit token is not counted */
+    uint64_t jobserver_tokens_peak; /* the most held at once since the first of the
+                                       process's current pools attached */
 } weft_stats;
 
 /* Sum of the pool's counters. NULL: the calling worker's pool, else the default

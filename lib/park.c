@@ -38,6 +38,7 @@
 #define _GNU_SOURCE
 #include "pool.h"
 #include "reactor.h"
+#include "jobserver.h"
 
 #include <errno.h>
 #include <linux/futex.h>
@@ -226,6 +227,7 @@ void weft__park(struct weft__worker *w, const struct weft__latch *until)
         WEFT_ASSERT(w->searching);
         return;
     }
+    weft__js_sleep(w);          /* jobserver.c: asleep, a worker holds no token */
     WEFT__COUNT(w, parks);
     if (w->io) {
         /* Park in the ring: a completion, a MSG_RING or the eventfd ends the wait.

@@ -19,6 +19,7 @@
 #define _GNU_SOURCE
 #include "pool.h"
 #include "reactor.h"
+#include "jobserver.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -116,6 +117,7 @@ static void *worker_main(void *p)
     if (pool->flags & WEFT_POOL_PIN)
         (void)weft__topo_pin(pool->topo, w->id); /* best effort: a cpuset may forbid it */
     weft__io_thread_init(w);
+    weft__js_thread_start(w);   /* with a jobserver: a token first */
     weft__sched_thread(w);
     weft__self = NULL;
     return NULL;
@@ -162,6 +164,7 @@ static void worker_free(struct weft__worker *w)
 /* The pool's memory, not its locks: also for pools inherited across fork(). */
 static void pool_free_memory(weft_pool *pool)
 {
+    weft__js_pool_fini(pool);   /* gives every token back (none if dead) */
     weft__uring_pool_free(pool);
     weft__blocking_free(pool);
 #ifdef WEFT_HAVE_FIBERS
@@ -195,6 +198,7 @@ static void stop_workers(weft_pool *pool, unsigned started)
     weft__latch_set(&pool->stop);
     for (unsigned i = 0; i < started; i++)
         weft__unpark(pool->workers[i]);
+    weft__js_stop(pool);        /* workers waiting for a token */
     for (unsigned i = 0; i < started; i++)
         pthread_join(pool->workers[i]->thread, NULL);
 }
@@ -207,7 +211,7 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
     weft_pool_options o = {0};
     if (opts)
         o = *opts;
-    if (o.threads > WEFT_MAX_THREADS || (o.flags & ~(WEFT_POOL_PIN | WEFT_POOL_NO_URING)))
+    if (o.threads > WEFT_MAX_THREADS || (o.flags & ~(WEFT_POOL_PIN | WEFT_POOL_NO_URING | WEFT_POOL_NO_JOBSERVER)))
         return -EINVAL;
     pthread_once(&global_once, global_init);
     if (topo_err)
@@ -276,6 +280,10 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
         weft__deque_set_base(&w->dq, (int64_t)i << 52);
     }
 
+    if (weft__js_pool_init(pool, o.flags) != 0) {
+        pool_free(pool);
+        return -ENOMEM;
+    }
 #ifdef WEFT_HAVE_FIBERS
     /* Every worker runs on a cache stack, and every suspended task holds one: keep
      * a few free per worker for reuse, unmap the rest. */
@@ -476,6 +484,7 @@ WEFT_API void weft_pool_stats(const weft_pool *pool, weft_stats *out)
         out->wakeups += atomic_load_explicit(&c->wakeups, memory_order_relaxed);
         out->io_ops += atomic_load_explicit(&c->io_ops, memory_order_relaxed);
     }
+    weft__js_stats(pool, out);
 }
 
 const char *weft__pool_io_backend(const weft_pool *pool)

@@ -23,6 +23,7 @@
 
 struct weft__io;      /* uring.c: a worker's ring */
 struct weft__blocking; /* blocking.c: the fallback backend's threads */
+struct weft__js;       /* jobserver.c: the pool's workers' tokens */
 
 /* A suspended task (sched.c). Lives on the suspended fiber's own stack. job is what
  * the ready queues hold (tagged WEFT__RESUME_TAG when handed out by find_work). */
@@ -126,6 +127,7 @@ struct weft_pool {
 #endif
     bool uring;                           /* workers have rings (uring.c) */
     struct weft__blocking *blocking;      /* fallback backend (blocking.c), or NULL */
+    struct weft__js *js;                  /* make's jobserver (jobserver.c), or NULL */
     unsigned ring_entries;
     struct weft__worker **workers;
     const struct weft__topo *topo;        /* process-wide, read once */

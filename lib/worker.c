@@ -20,6 +20,7 @@
 #define _GNU_SOURCE
 #include "pool.h"
 #include "reactor.h"
+#include "jobserver.h"
 
 #include <sched.h>
 #include <stdlib.h>
@@ -208,6 +209,7 @@ struct weft__job *weft__find_work(struct weft__worker *w, const struct weft__lat
             }
         }
         weft__park(w, until);
+        weft__js_wake(w);       /* jobserver.c: a token before any work */
         job = weft__ready_pop(w); /* parked in the ring: completions came in */
         if (job) {
             weft__stop_searching(w);
