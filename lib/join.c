@@ -26,6 +26,7 @@ static int finish(struct weft__worker *w, struct weft__job *job, int ra)
             break; /* deep: leave them to the wait, which then suspends */
         struct weft__job *top = weft__deque_pop(&w->dq);
         if (top == job) {
+            weft__acct_flush(w); /* b may run long (scope.c) */
             int rb = job->fn(job->arg);
             return ra ? ra : rb;
         }
@@ -38,6 +39,7 @@ static int finish(struct weft__worker *w, struct weft__job *job, int ra)
     }
     /* Stolen: help until the thief is done with it. */
     weft__latch_wait(w, &job->latch);
+    weft__acct_flush(weft__current()); /* the joiner goes on: scope.c */
     return ra ? ra : job->result;
 }
 

@@ -226,6 +226,8 @@ void weft__latch_wait_floor(struct weft__worker *w, struct weft__latch *l, int64
         return;
     if (w) {
         wait_helping(w, l, floor);
+        /* The waiter goes on: hand in the finishes helping deferred (scope.c). */
+        weft__acct_flush(weft__current());
         return;
     }
     /* A thread that is no worker sleeps at once. Spinning first was measured and

@@ -94,6 +94,7 @@ void weft__run_job(struct weft__worker *w, struct weft__job *job)
         weft__run_frame(w, (struct weft__job *)((uintptr_t)job & ~WEFT__FRAME_TAG));
         return;
     }
+    weft__acct_flush(w); /* a join or run job may take long (scope.c) */
     /* A join or run job: its owner waits on the latch; job memory is the owner's
      * and must not be touched after the latch is set. Mark it taken: its joiner's
      * inline pop must not mistake a later job at the same index for it (weft.h). */
@@ -181,6 +182,7 @@ struct weft__job *weft__find_work(struct weft__worker *w, const struct weft__lat
     /* We stop running our own jobs (none, or only some below floor): let thieves
      * have whatever is private (deque.c). */
     weft__deque_publish(&w->dq);
+    weft__acct_flush(w); /* and hand in deferred finishes (scope.c) */
     weft__start_searching(w);
     for (;;) {
         for (unsigned round = 0; round < SPIN_ROUNDS + YIELD_ROUNDS; round++) {
