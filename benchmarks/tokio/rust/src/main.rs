@@ -7,8 +7,10 @@
 //! One process measures one (bench, workers): an untimed warm-up iteration, then
 //! --reps timed iterations; the median is printed as
 //!   RESULT tokio impl=tokio bench=NAME workers=W tasks=N median_ns=... reps=R
-//! Usage: weft-tokio-bench --bench NAME --workers W [--reps R] [--tiny]
-//! (--tiny divides the task counts by 10, to check that everything runs.)
+//! Usage: weft-tokio-bench --bench NAME --workers W [--reps R] [--tiny] [--timeout S]
+//! (--tiny divides the task counts by 10, to check that everything runs; an
+//! iteration that takes over S seconds, default 10, ends the process with status 3:
+//! with 1 or 2 workers, Tokio 1.24's spawn_many_remote_busy2 never finishes.)
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -41,16 +43,43 @@ fn stall() {
     }
 }
 
+/// Seconds one iteration may take before the watchdog ends the process (exit 3).
+static TIMEOUT_S: AtomicUsize = AtomicUsize::new(10);
+/// Bumped at every iteration's start and end: the watchdog's sign of progress.
+static PROGRESS: AtomicUsize = AtomicUsize::new(0);
+
+fn watchdog() {
+    std::thread::spawn(|| {
+        let mut last = usize::MAX;
+        let mut since = Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+            let p = PROGRESS.load(Relaxed);
+            if p != last {
+                last = p;
+                since = Instant::now();
+            } else if p % 2 == 1
+                && since.elapsed() > Duration::from_secs(TIMEOUT_S.load(Relaxed) as u64)
+            {
+                eprintln!("weft-tokio-bench: an iteration timed out (some task never ran?)");
+                std::process::exit(3);
+            }
+        }
+    });
+}
+
 /// Runs `iter` once untimed and then `reps` times; returns the per-iteration times.
 fn measure(reps: usize, mut iter: impl FnMut()) -> Vec<u64> {
-    iter();
-    (0..reps)
-        .map(|_| {
-            let t0 = Instant::now();
-            iter();
-            t0.elapsed().as_nanos() as u64
-        })
-        .collect()
+    let timed = |i: &mut dyn FnMut()| {
+        PROGRESS.fetch_add(1, Relaxed);
+        let t0 = Instant::now();
+        i();
+        let t = t0.elapsed().as_nanos() as u64;
+        PROGRESS.fetch_add(1, Relaxed);
+        t
+    };
+    timed(&mut iter);
+    (0..reps).map(|_| timed(&mut iter)).collect()
 }
 
 fn spawn_many_local(workers: usize, p: &Params, reps: usize) -> (usize, Vec<u64>) {
@@ -206,7 +235,7 @@ fn chained_spawn(workers: usize, p: &Params, reps: usize) -> (usize, Vec<u64>) {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: weft-tokio-bench --bench NAME --workers W [--reps R] [--tiny]\n  NAME: \
+        "usage: weft-tokio-bench --bench NAME --workers W [--reps R] [--tiny] [--timeout S]\n  NAME: \
          spawn_many_local spawn_many_remote_idle spawn_many_remote_busy1 \
          spawn_many_remote_busy2 yield_many chained_spawn"
     );
@@ -223,12 +252,17 @@ fn main() {
             "--workers" => workers = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()),
             "--reps" => reps = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()),
             "--tiny" => tiny = true,
+            "--timeout" => TIMEOUT_S.store(
+                args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()),
+                Relaxed,
+            ),
             _ => usage(),
         }
     }
     if workers == 0 || reps == 0 {
         usage();
     }
+    watchdog();
     let div = if tiny { 10 } else { 1 };
     let p = Params {
         num_spawn: 10_000 / div,
