@@ -242,7 +242,10 @@ WEFT_API int     weft_read_file(const char *path, void **data, size_t *size);
  * weft_sleep(0) is weft_yield(). Errors: -ECANCELED (a cancelled scope's task). */
 WEFT_API int     weft_sleep(uint64_t ns);
 /* Let other work run, then continue: the task goes behind the tasks that are ready
- * to resume and the jobs on its worker's deque. Outside a task: sched_yield().
+ * to resume, the jobs on its worker's deque and the work submitted from outside the
+ * pool (weft_run, weft_scope_run, spawns from other threads), so a task that loops
+ * on weft_yield never holds back anything runnable for more than one round of the
+ * worker's queues. Outside a task: sched_yield().
  * Errors: -ECANCELED (a cancelled scope's task). */
 WEFT_API int     weft_yield(void);
 

@@ -74,6 +74,7 @@ struct weft__worker {
     struct weft__fiber *after_from;
     struct weft__io *io;            /* this worker's ring, or NULL (blocking backend) */
     unsigned tick;                  /* jobs run since the last look at the ring */
+    unsigned inj_tick;              /* jobs run since the last look at the injector */
     unsigned long switches;         /* fibers this worker has switched away from */
     /* Scope accounting (scope.c), owner-private: tasks of acct_scope finished here
      * whose count the scope has not been told yet. */

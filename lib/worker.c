@@ -153,6 +153,9 @@ static struct weft__job *steal_round(struct weft__worker *w)
     return NULL;
 }
 
+/* Jobs a worker runs between looks at the injector while it has local work. */
+#define INJECT_EVERY 61
+
 /* Jobs a worker runs between looks at its ring while it has local work. */
 #define IO_EVERY 32
 
@@ -169,7 +172,16 @@ struct weft__job *weft__find_work(struct weft__worker *w, const struct weft__lat
     job = weft__ready_pop(w);
     if (job)
         return job;
-    if (weft__yield_first(w) && (job = weft__yield_pop(w)))
+    /* Work from outside threads is looked at every INJECT_EVERY jobs even while
+     * local work lasts (Tokio looks at its global queue every 61 ticks for the same
+     * reason), and always before a yielded task resumes: a yield lets everything
+     * runnable run first (weft.h), the injector included. */
+    if (WEFT_UNLIKELY(++w->inj_tick >= INJECT_EVERY)) {
+        w->inj_tick = 0;
+        if ((job = weft__inject_pop(w->pool)))
+            return job;
+    }
+    if (weft__yield_first(w) && ((job = weft__inject_pop(w->pool)) || (job = weft__yield_pop(w))))
         return job;
     if (atomic_load_explicit(&w->dq.bottom, memory_order_relaxed) > floor) /* owner's own */
         job = weft__deque_pop(&w->dq);
@@ -177,7 +189,7 @@ struct weft__job *weft__find_work(struct weft__worker *w, const struct weft__lat
         return job;
     if (w->io && weft__io_poll(w, false) > 0 && (job = weft__ready_pop(w)))
         return job;
-    if ((job = weft__yield_pop(w)))
+    if ((job = weft__inject_pop(w->pool)) || (job = weft__yield_pop(w)))
         return job;
     /* We stop running our own jobs (none, or only some below floor): let thieves
      * have whatever is private (deque.c). */
