@@ -632,13 +632,16 @@ Test(lifecycle, process_signal_not_taken_by_workers, .timeout = 60)
     cr_assert_eq(kill(getpid(), SIGUSR1), 0);
     for (int r = 0; r < 5; r++) {
         cr_assert_eq(weft_scope_run(p, busy_body, NULL), 0);
-        sleep_ms(2); /* workers go idle and sleep: a pending signal would wake them */
+        /* Every worker goes idle and sleeps while the signal is pending (a worker
+         * that took it would run the handler now). Waited for, not slept for. */
+        cr_assert(wt_wait_parked(p, 4, 10000), "round %d: the workers did not park", r);
     }
     cr_assert_eq(usr1_hits, 0, "SIGUSR1 was handled while the test thread blocked it");
     pthread_sigmask(SIG_SETMASK, &old, NULL); /* delivered here, now */
     /* (TSan defers handlers to its next interception point: give it one.) */
-    for (int k = 0; k < 1000 && usr1_hits == 0; k++)
-        sleep_ms(1);
+    double end = wt_now_ms() + 10000;
+    while (usr1_hits == 0 && wt_now_ms() < end)
+        wt_poll_pause();
     cr_assert_eq(usr1_hits, 1);
     cr_assert_eq(atomic_load(&usr1_on_worker), 0);
     ASSERT_NO_BAD();
