@@ -743,7 +743,8 @@ Test(contract, oversized_stack_size, .timeout = 60)
 /* weft_default_pool() returns NULL when the pool cannot be created. Provoked in a
  * child process (no threads, no pool yet) under an address-space limit just above
  * what it uses: no worker stack can be mapped. The calls that need the default pool
- * then say -ENOMEM and call nothing. Not under sanitizers: their runtimes reserve
+ * then say -ENOMEM and call nothing (weft_run, weft_scope_run, the loops), and
+ * weft_join from outside any task runs its two functions one after the other. Not under sanitizers: their runtimes reserve
  * terabytes of shadow memory and cannot run under such a limit. */
 static int never_fn(void *p)
 {
@@ -756,6 +757,43 @@ static int never_body(weft_scope *s, void *p)
     (void)s;
     (void)p;
     _exit(91);
+}
+
+static int never_range(void *ctx, size_t lo, size_t hi)
+{
+    (void)ctx;
+    (void)lo;
+    (void)hi;
+    _exit(92);
+}
+
+static int never_item(void *ctx, size_t i, void *slot)
+{
+    (void)ctx;
+    (void)i;
+    (void)slot;
+    _exit(93);
+}
+
+static int never_sink(void *sctx, size_t first, size_t count, const void *slots)
+{
+    (void)sctx;
+    (void)first;
+    (void)count;
+    (void)slots;
+    _exit(94);
+}
+
+static int set_flag(void *p)
+{
+    *(int *)p = 1;
+    return 0;
+}
+
+static int fail_5(void *p)
+{
+    *(int *)p = 1;
+    return 5;
 }
 
 static long vm_bytes(void)
@@ -791,6 +829,18 @@ Test(contract, default_pool_null_when_it_cannot_be_created, .timeout = 60)
             _exit(11);
         if (weft_scope_run(NULL, never_body, NULL) != -ENOMEM)
             _exit(12);
+        long out[4];
+        if (weft_par_for(NULL, 4, 0, never_range, NULL) != -ENOMEM)
+            _exit(14);
+        if (weft_par_collect(NULL, 4, out, sizeof(out[0]), never_item, NULL) != -ENOMEM)
+            _exit(15);
+        if (weft_par_stream(NULL, 4, out, sizeof(out[0]), never_item, NULL, never_sink,
+                            NULL, WEFT_ORDERED) != -ENOMEM)
+            _exit(16);
+        /* weft_join outside any task runs sequentially when there is no pool. */
+        int a = 0, b = 0;
+        if (weft_join(fail_5, &a, set_flag, &b) != 5 || !a || !b)
+            _exit(17);
         if (weft_default_pool() != NULL) /* still NULL; no half-made pool */
             _exit(13);
         _exit(0);
