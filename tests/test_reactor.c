@@ -41,7 +41,7 @@
 #endif
 
 /* Sanitizers slow the CPU, not the clock: bounds on CPU-bound wall time grow. */
-#define SLOW (WEFT_TEST_SCALE_DIV == 1 ? 1 : 2 * WEFT_TEST_SCALE_DIV)
+#define SLOW WT_SLOW
 #define MS 1000000ull /* ns */
 
 /* ------------------------------------------------------------------------------
