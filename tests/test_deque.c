@@ -305,7 +305,7 @@ static void race_run(size_t n, bool pops, uint64_t seed, unsigned rounds_of_burs
 
     /* The owner: random batches of pushes, random pops between, occasional bursts
      * large enough to force the array to grow while thieves are stealing. */
-    uint64_t rng = seed;
+    uint64_t rng = seed | 1; /* xorshift never leaves 0 */
     size_t next = 0;
     unsigned bursts = 0;
     bool stole = false;
