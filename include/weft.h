@@ -89,8 +89,12 @@ typedef struct weft_pool_options {
     unsigned flags;        /* WEFT_POOL_PIN, WEFT_POOL_NO_URING, WEFT_POOL_NO_JOBSERVER */
     size_t   stack_size;   /* stacks tasks run on (workers run on them, and each
                               suspended task holds one); 0: 256 KiB. Pages cost
-                              memory only once touched. */
-    unsigned ring_entries; /* io_uring entries per worker; 0: default */
+                              memory only once touched. A size the system cannot
+                              map leaves tasks unable to suspend (a warning; their
+                              waits then hold their workers). */
+    unsigned ring_entries; /* io_uring entries per worker; 0: default. A size
+                              io_uring refuses (above 32768) makes the pool use the
+                              blocking backend, as where io_uring is unavailable. */
 } weft_pool_options;
 
 /* Create a pool of worker threads. opts may be NULL (all defaults).
@@ -98,7 +102,9 @@ typedef struct weft_pool_options {
  * affinity mask, further limited by a cgroup CPU quota (cpu.max) rounded up.
  * Thread context: any thread (also inside a task: pools nest).
  * Returns 0 and sets *pool, or:
- *   -EINVAL  pool is NULL, threads > WEFT_MAX_THREADS, or unknown flags;
+ *   -EINVAL  pool is NULL, threads > WEFT_MAX_THREADS, unknown flags, or
+ *            stack_size so large that no mapping of it can be described (within
+ *            two pages and a header of SIZE_MAX);
  *   -ENOMEM  out of memory;
  *   -EAGAIN  a worker thread could not be started (the pool is not created). */
 WEFT_API int weft_pool_create(weft_pool **pool, const weft_pool_options *opts);
