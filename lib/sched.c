@@ -269,6 +269,15 @@ static noreturn void loop_main(void *arg, void *msg)
     bottom_loop();
 }
 
+int weft__sched_worker_init(struct weft__worker *w)
+{
+    struct weft__fiber *f;
+    if (weft__fiber_create(&w->pool->stacks, &f, loop_main, NULL) != 0)
+        return -ENOMEM;
+    w->spare[w->nspare++] = f;
+    return 0;
+}
+
 void weft__sched_thread(struct weft__worker *w)
 {
     weft__fiber_init_thread(&w->thread_fiber);
@@ -361,6 +370,12 @@ static bool latch_rewait(struct weft__latch *l, struct weft__worker *w)
 }
 
 #else /* !WEFT_HAVE_FIBERS: nothing suspends; workers run on their thread stacks */
+
+int weft__sched_worker_init(struct weft__worker *w)
+{
+    (void)w;
+    return 0;
+}
 
 void weft__sched_thread(struct weft__worker *w)
 {
