@@ -991,3 +991,4 @@ Test(chaos, mixed_8_workers, .timeout = 300) { chaos("mixed_8_workers", 8, 4, SC
 #endif
 Test(chaos, latch_2_workers, .timeout = 300) { chaos("latch_2_workers", 2, 1, LATCH_ROUNDS(100), P_LATCH); }
 Test(chaos, latch_4_workers, .timeout = 300) { chaos("latch_4_workers", 4, 1, LATCH_ROUNDS(100), P_LATCH); }
+Test(chaos, latch_8_workers, .timeout = 300) { chaos("latch_8_workers", 8, 2, LATCH_ROUNDS(25), P_LATCH); }

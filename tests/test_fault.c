@@ -145,10 +145,11 @@ static void workload(weft_pool *pool)
     atomic_store(&wl_ran, 0);
     cr_assert_eq(weft_scope_run(pool, wl_body, NULL), 0, "%s N=%ld: scope after", cur_walk,
                  cur_n);
-    cr_assert_eq(atomic_load(&wl_ran), 100u);
+    cr_assert_eq(atomic_load(&wl_ran), 100u, "%s N=%ld: tasks lost after", cur_walk, cur_n);
     _Atomic(unsigned) items = 0;
-    cr_assert_eq(weft_par_for(pool, 1000, 0, wl_range, &items), 0);
-    cr_assert_eq(atomic_load(&items), 1000u);
+    cr_assert_eq(weft_par_for(pool, 1000, 0, wl_range, &items), 0, "%s N=%ld: par_for after",
+                 cur_walk, cur_n);
+    cr_assert_eq(atomic_load(&items), 1000u, "%s N=%ld: items lost after", cur_walk, cur_n);
     cr_assert_eq(weft_run(pool, wl_read, NULL), 0, "%s N=%ld: read_file after", cur_walk,
                  cur_n);
     cr_assert_eq(weft_run(pool, wl_sleep, NULL), 0, "%s N=%ld: sleep after", cur_walk, cur_n);
@@ -298,7 +299,8 @@ static int sp_check(struct sp *c, int r)
     cr_assert_eq(r, 0, "%s N=%ld: the scope returned %d", cur_walk, cur_n, r);
     int e = atomic_load(&c->spawn_err);
     if (e == 0)
-        cr_assert_eq(atomic_load(&c->accepted), 300u + 38u * 12u);
+        cr_assert_eq(atomic_load(&c->accepted), 300u + 38u * 12u, "%s N=%ld: spawns missing",
+                     cur_walk, cur_n);
     return e;
 }
 
