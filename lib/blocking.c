@@ -111,7 +111,8 @@ int weft__blocking_init(weft_pool *pool)
     b->max_threads = pool->nthreads * 2 < 4 ? 4 : pool->nthreads * 2;
     if (b->max_threads > 64)
         b->max_threads = 64;
-    b->threads = WEFT__FAULT("blocking.alloc") ? NULL : calloc(b->max_threads, sizeof(pthread_t));
+    b->threads = WEFT__FAULT("blocking.alloc") ? NULL
+                                               : calloc(b->max_threads, sizeof(pthread_t));
     b->efd = WEFT__FAULT("blocking.eventfd") ? -1 : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (!b->threads || b->efd < 0) {
         if (b->efd >= 0)
@@ -312,10 +313,12 @@ static void *poller_main(void *arg)
         size_t n = 1;
         if (b->nwaiting + 1 > cap) {
             size_t ncap = (b->nwaiting + 1) * 2;
-            struct pollfd *nf = WEFT__FAULT("blocking.pollfds") ? NULL : realloc(fds, ncap * sizeof(*fds));
+            struct pollfd *nf = WEFT__FAULT("blocking.pollfds") ? NULL
+                                : realloc(fds, ncap * sizeof(*fds));
             if (nf)
                 fds = nf;
-            struct weft__op **no = WEFT__FAULT("blocking.pollfds") ? NULL : realloc(ops, ncap * sizeof(*ops));
+            struct weft__op **no = WEFT__FAULT("blocking.pollfds") ? NULL
+                                   : realloc(ops, ncap * sizeof(*ops));
             if (no)
                 ops = no;
             if (nf && no)

@@ -107,7 +107,8 @@ void weft__heavy_barrier(void)
 
 static struct weft__dqbuf *buf_new(int64_t cap)
 {
-    struct weft__dqbuf *b = WEFT__FAULT("deque.buf") ? NULL : malloc(sizeof(*b) + (size_t)cap * sizeof(b->slot[0]));
+    struct weft__dqbuf *b = WEFT__FAULT("deque.buf") ? NULL :
+                            malloc(sizeof(*b) + (size_t)cap * sizeof(b->slot[0]));
     if (!b)
         return NULL;
     b->mask = cap - 1;

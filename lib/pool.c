@@ -245,7 +245,8 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
     if (env_flag("WEFT_IO", "blocking"))
         o.flags |= WEFT_POOL_NO_URING;
 
-    weft_pool *pool = WEFT__FAULT("pool.pool") ? NULL : aligned_alloc(64, (sizeof(*pool) + 63) & ~(size_t)63);
+    weft_pool *pool = WEFT__FAULT("pool.pool") ? NULL
+                    : aligned_alloc(64, (sizeof(*pool) + 63) & ~(size_t)63);
     if (!pool)
         return -ENOMEM;
     memset(pool, 0, sizeof(*pool));
@@ -261,14 +262,16 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
     pool->nthreads = o.threads;
     pool->flags = o.flags;
     pool->topo = &topo;
-    pool->workers = WEFT__FAULT("pool.arrays") ? NULL : calloc(o.threads, sizeof(*pool->workers));
+    pool->workers = WEFT__FAULT("pool.arrays") ? NULL
+                                               : calloc(o.threads, sizeof(*pool->workers));
     pool->idle = WEFT__FAULT("pool.arrays") ? NULL : calloc(o.threads, sizeof(*pool->idle));
     if (!pool->workers || !pool->idle) {
         pool_free(pool);
         return -ENOMEM;
     }
     for (unsigned i = 0; i < o.threads; i++) {
-        struct weft__worker *w = WEFT__FAULT("pool.worker") ? NULL : aligned_alloc(64, (sizeof(*w) + 63) & ~(size_t)63);
+        struct weft__worker *w = WEFT__FAULT("pool.worker") ? NULL
+                               : aligned_alloc(64, (sizeof(*w) + 63) & ~(size_t)63);
         if (!w) {
             pool_free(pool);
             return -ENOMEM;
@@ -332,8 +335,9 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
     int err = 0;
     for (; started < o.threads; started++) {
         struct weft__worker *w = pool->workers[started];
-        if ((WEFT__FAULT("thread.worker") ? EAGAIN
-                                          : pthread_create(&w->thread, NULL, worker_main, w)) != 0) {
+        int pr = WEFT__FAULT("thread.worker") ? EAGAIN
+                                              : pthread_create(&w->thread, NULL, worker_main, w);
+        if (pr != 0) {
             err = -EAGAIN;
             break;
         }

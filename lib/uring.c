@@ -90,7 +90,8 @@ static int ring_init(struct weft__io *io, unsigned entries)
     memset(&p, 0, sizeof(p));
     p.flags = IORING_SETUP_R_DISABLED | IORING_SETUP_SINGLE_ISSUER |
               IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL;
-    int r = WEFT__FAULT("uring.ring") ? -ENOMEM : io_uring_queue_init_params(entries, &io->ring, &p);
+    int r = WEFT__FAULT("uring.ring") ? -ENOMEM
+                                      : io_uring_queue_init_params(entries, &io->ring, &p);
     if (r == -EINVAL) { /* before 6.1 */
         memset(&p, 0, sizeof(p));
         p.flags = IORING_SETUP_R_DISABLED;
