@@ -67,7 +67,7 @@ static void site_add(struct sites *s, const char *site)
         s->name[s->n++] = site;
 }
 
-static char data_path[256];
+static char data_path[256], small_path[300];
 static char *data;
 static size_t data_len = 200001; /* > the ring's one-submission guess: the long path */
 
@@ -84,11 +84,17 @@ static void data_setup(void)
         data[i] = (char)('A' + i % 23);
     cr_assert_eq(write(fd, data, data_len), (ssize_t)data_len);
     close(fd);
+    snprintf(small_path, sizeof(small_path), "%s.small", data_path);
+    fd = open(small_path, O_CREAT | O_WRONLY | O_TRUNC, 0600);
+    cr_assert_geq(fd, 0, "open %s", small_path);
+    cr_assert_eq(write(fd, data, 1000), 1000);
+    close(fd);
 }
 
 static void data_teardown(void)
 {
     unlink(data_path);
+    unlink(small_path);
     free(data);
     data = NULL;
 }
@@ -130,6 +136,20 @@ static int wl_read(void *p)
     if (r)
         return r;
     r = size == data_len && memcmp(buf, data, size) == 0 ? 0 : -EIO;
+    free(buf);
+    return r;
+}
+
+/* A small file: the ring reads it in one submission and trims the buffer. */
+static int wl_read_small(void *p)
+{
+    (void)p;
+    void *buf;
+    size_t size;
+    int r = weft_read_file(small_path, &buf, &size);
+    if (r)
+        return r;
+    r = size == 1000 && memcmp(buf, data, size) == 0 ? 0 : -EIO;
     free(buf);
     return r;
 }
@@ -460,7 +480,7 @@ static int rf_body(weft_scope *s, void *p)
 {
     (void)p;
     for (int i = 0; i < 4; i++) {
-        int r = weft_spawn(s, wl_read, NULL);
+        int r = weft_spawn(s, i == 3 ? wl_read_small : wl_read, NULL);
         if (r)
             return r;
     }
