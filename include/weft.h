@@ -90,8 +90,7 @@ typedef struct weft_pool_options {
     size_t   stack_size;   /* stacks tasks run on (workers run on them, and each
                               suspended task holds one); 0: 256 KiB. Pages cost
                               memory only once touched. A size the system cannot
-                              map leaves tasks unable to suspend (a warning; their
-                              waits then hold their workers). */
+                              map fails weft_pool_create with -ENOMEM. */
     unsigned ring_entries; /* io_uring entries per worker; 0: default. A size
                               io_uring refuses (above 32768) makes the pool use the
                               blocking backend, as where io_uring is unavailable. */
@@ -155,13 +154,15 @@ WEFT_API int weft_scope_run(weft_pool *pool, int (*body)(weft_scope *s, void *ar
 /* Spawn fn(arg) into scope s. arg must stay valid until weft_scope_run returns.
  * Thread context: inside the scope's body or inside one of its tasks (any thread
  * that holds s while the scope is running).
- * Errors: -EINVAL s or fn is NULL; -ECANCELED s is cancelled (fn will not run). */
+ * Errors: -EINVAL s or fn is NULL; -ECANCELED s is cancelled (fn will not run);
+ *         -ENOMEM no memory for the task's frame or to grow the deque (fn will not
+ *         run; the scope is not cancelled by it). */
 WEFT_API int weft_spawn(weft_scope *s, weft_fn fn, void *arg);
 
 /* As weft_spawn, but copies size bytes from args into the task's frame; fn receives
  * a pointer to the copy (16-byte aligned), which lives until fn returns.
  * Errors: -EINVAL s or fn is NULL, size > 64, or args is NULL with size > 0;
- *         -ECANCELED s is cancelled. */
+ *         -ECANCELED s is cancelled; -ENOMEM as weft_spawn. */
 WEFT_API int weft_spawn_copy(weft_scope *s, weft_fn fn, const void *args, size_t size);
 
 /* Allow at most max_in_flight tasks of s to run at once (0: no limit, the default).
@@ -288,7 +289,8 @@ WEFT_API void weft_pool_stats(const weft_pool *pool, weft_stats *out);
 /* Run a(arg_a) and b(arg_b), possibly in parallel; return a's error, else b's.
  * Inside a task: b is pushed on the worker's deque, a runs at once, then b runs
  * inline unless another worker took it meanwhile. The job lives on the caller's
- * stack: no allocation, no lock, no syscall.
+ * stack: no allocation, no lock, no syscall (only when the deque is full does it
+ * grow; with no memory for that, a and b run one after the other on the caller).
  * Outside any task: runs on the default pool (sequentially if it cannot be created).
  * Errors: -EINVAL a or b is NULL (neither is called); otherwise a's or b's result. */
 #if defined(__cplusplus) || defined(WEFT_NO_INLINE) || defined(__STDC_NO_ATOMICS__) || \
@@ -348,7 +350,7 @@ extern WEFT_API __thread struct weft__worker *weft__self
 
 WEFT_API int  weft__join_outside(weft_fn a, void *arg_a, weft_fn b, void *arg_b);
 WEFT_API int  weft__join_finish(struct weft__worker *w, struct weft__job *job, int ra);
-WEFT_API void weft__deque_reserve(struct weft__worker *w);
+WEFT_API int  weft__deque_reserve(struct weft__worker *w);
 WEFT_API void weft__push_poked(struct weft__worker *w);
 WEFT_API struct weft__worker *weft__self_get(void);
 
@@ -377,8 +379,10 @@ static inline int weft_join(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
     struct weft__deque *dq = WEFT__DQ(w);
 
     int64_t i = atomic_load_explicit(&dq->bottom, memory_order_relaxed); /* owner's own */
-    if (__builtin_expect(i >= dq->limit, 0))
-        weft__deque_reserve(w);
+    if (__builtin_expect(i >= dq->limit, 0) && weft__deque_reserve(w) != 0) {
+        int ra = a(arg_a), rb = b(arg_b); /* no memory to grow the deque: in order */
+        return ra ? ra : rb;
+    }
     struct weft__job job;
     job.fn = b;
     job.arg = arg_b;

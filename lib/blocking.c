@@ -26,6 +26,7 @@
  */
 #define _GNU_SOURCE
 #include "reactor.h"
+#include "fault.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -34,6 +35,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { BS_QUEUED = 1, BS_WAITING, BS_RUNNING, BS_DONE };
@@ -106,15 +108,16 @@ int64_t weft__op_syscall(struct weft__op *op)
 
 int weft__blocking_init(weft_pool *pool)
 {
-    struct weft__blocking *b = calloc(1, sizeof(*b));
+    struct weft__blocking *b = WEFT__FAULT("blocking.alloc") ? NULL : calloc(1, sizeof(*b));
     if (!b)
         return -ENOMEM;
     b->pool = pool;
     b->max_threads = pool->nthreads * 2 < 4 ? 4 : pool->nthreads * 2;
     if (b->max_threads > 64)
         b->max_threads = 64;
-    b->threads = calloc(b->max_threads, sizeof(pthread_t));
-    b->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    b->threads = WEFT__FAULT("blocking.alloc") ? NULL
+                                               : calloc(b->max_threads, sizeof(pthread_t));
+    b->efd = WEFT__FAULT("blocking.eventfd") ? -1 : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (!b->threads || b->efd < 0) {
         if (b->efd >= 0)
             close(b->efd);
@@ -198,6 +201,7 @@ static void enqueue_locked(struct weft__blocking *b, struct weft__op *op)
         b->q_head = op;
     b->q_tail = op;
     if (b->nidle == 0 && b->nthreads < b->max_threads &&
+        !WEFT__FAULT("thread.blocking") &&
         pthread_create(&b->threads[b->nthreads], NULL, bthread_main, b) == 0)
         b->nthreads++;
     pthread_cond_signal(&b->cv);
@@ -210,7 +214,8 @@ static void wait_locked(struct weft__blocking *b, struct weft__op *op)
     op->bnext = b->waiting;
     b->waiting = op;
     b->nwaiting++;
-    if (!b->poller_started && pthread_create(&b->poller, NULL, poller_main, b) == 0)
+    if (!b->poller_started && !WEFT__FAULT("thread.poller") &&
+        pthread_create(&b->poller, NULL, poller_main, b) == 0)
         b->poller_started = true;
     poller_wake(b);
 }
@@ -314,16 +319,27 @@ static void *poller_main(void *arg)
         size_t n = 1;
         if (b->nwaiting + 1 > cap) {
             size_t ncap = (b->nwaiting + 1) * 2;
-            struct pollfd *nf = realloc(fds, ncap * sizeof(*fds));
+            struct pollfd *nf = WEFT__FAULT("blocking.pollfds") ? NULL
+                                : realloc(fds, ncap * sizeof(*fds));
             if (nf)
                 fds = nf;
-            struct weft__op **no = realloc(ops, ncap * sizeof(*ops));
+            struct weft__op **no = WEFT__FAULT("blocking.pollfds") ? NULL
+                                   : realloc(ops, ncap * sizeof(*ops));
             if (no)
                 ops = no;
             if (nf && no)
                 cap = ncap;
             b->poll_fds = fds;
             b->poll_ops = ops;
+        }
+        if (cap == 0) {
+            /* Out of memory for even the eventfd's entry: try again in 1 ms (sleeps
+             * that come due meanwhile are settled at the top). */
+            pthread_mutex_unlock(&b->mu);
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+            pthread_mutex_lock(&b->mu);
+            continue;
         }
         fds[0] = (struct pollfd){.fd = b->efd, .events = POLLIN};
         for (struct weft__op *op = b->waiting; op && n < cap; op = op->bnext) {
@@ -401,14 +417,35 @@ static void after_blocking(struct weft__worker *w, struct weft__wait *wt, void *
     pthread_mutex_unlock(&b->mu);
 }
 
+/* Before a task suspends on the backend: a thread that will run its op (and the
+ * poller, for an op that polls first), started now if there is none yet. false:
+ * none could be started, and a suspended op would wait forever; the caller blocks
+ * instead. Later thread creations that fail are harmless: one thread exists. */
+static bool can_queue(struct weft__blocking *b, bool poll)
+{
+    pthread_mutex_lock(&b->mu);
+    if (b->nthreads == 0 && !WEFT__FAULT("thread.blocking") &&
+        pthread_create(&b->threads[0], NULL, bthread_main, b) == 0)
+        b->nthreads = 1;
+    if (poll && !b->poller_started && !WEFT__FAULT("thread.poller") &&
+        pthread_create(&b->poller, NULL, poller_main, b) == 0)
+        b->poller_started = true;
+    bool ok = b->nthreads > 0 && (!poll || b->poller_started);
+    pthread_mutex_unlock(&b->mu);
+    return ok;
+}
+
 int64_t weft__blocking_run(struct weft__worker *w, struct weft__op *op)
 {
     (void)w; /* op->w, set by io.c before the op went on its scope's list */
+    bool poll = op->kind == WEFT__OP_SLEEP || needs_poll(op); /* the poller waits for it */
+    if (!can_queue(op->w->pool->blocking, poll))
+        return weft__op_syscall(op); /* no thread: block this worker instead */
     if (op->kind == WEFT__OP_SLEEP) {
         int64_t d = now_ns() + (int64_t)op->ts.tv_sec * 1000000000 + op->ts.tv_nsec;
         op->ts.tv_sec = d / 1000000000;
         op->ts.tv_nsec = d % 1000000000;
-    } else if (needs_poll(op)) {
+    } else if (poll) {
         op->flags |= 0x40000000; /* private mark: poll first (no MSG_* flag uses it) */
     }
     if (weft__suspend(&op->wait, after_blocking, op) != 0) {

@@ -61,6 +61,7 @@
 #include <unistd.h>
 
 #include "debug.h"
+#include "fault.h"
 
 int weft__fence_full = 1;
 
@@ -116,7 +117,8 @@ void weft__heavy_barrier(void)
 
 static struct weft__dqbuf *buf_new(int64_t cap)
 {
-    struct weft__dqbuf *b = malloc(sizeof(*b) + (size_t)cap * sizeof(b->slot[0]));
+    struct weft__dqbuf *b = WEFT__FAULT("deque.buf") ? NULL :
+                            malloc(sizeof(*b) + (size_t)cap * sizeof(b->slot[0]));
     if (!b)
         return NULL;
     b->mask = cap - 1;

@@ -77,6 +77,7 @@
 #define _GNU_SOURCE
 #include "fiber.h"
 #include "debug.h"
+#include "fault.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -166,7 +167,8 @@ int weft__stack_get(struct weft__stack_cache *c, struct weft__stack **out)
 
     /* A new mapping, outside the lock: two syscalls. MAP_STACK: no transparent
      * huge pages for it (Linux 6.7 and later), which a 256 KiB stack would waste. */
-    char *map = mmap(NULL, c->map_size, PROT_READ | PROT_WRITE,
+    char *map = WEFT__FAULT("fiber.mmap") ? MAP_FAILED
+              : mmap(NULL, c->map_size, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (map == MAP_FAILED)
         return -ENOMEM;

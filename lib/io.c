@@ -17,6 +17,7 @@
  */
 #define _GNU_SOURCE
 #include "reactor.h"
+#include "fault.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -189,7 +190,7 @@ int weft__read_rest(int fd, char *buf, size_t len, size_t cap, void **data, size
     if (cap == 0)
         cap = 4096;
     /* Size the buffer once (+ 1 for the NUL); it grows only if the file does. */
-    char *nb = realloc(buf, cap + 1);
+    char *nb = WEFT__FAULT("io.read_buf") ? NULL : realloc(buf, cap + 1);
     if (!nb) {
         free(buf);
         weft_close(fd);
@@ -200,7 +201,7 @@ int weft__read_rest(int fd, char *buf, size_t len, size_t cap, void **data, size
     for (;;) {
         if (len == cap) {
             size_t ncap = cap * 2;
-            nb = realloc(buf, ncap + 1);
+            nb = WEFT__FAULT("io.read_buf") ? NULL : realloc(buf, ncap + 1);
             if (!nb) {
                 free(buf);
                 weft_close(fd);

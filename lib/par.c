@@ -28,6 +28,7 @@
  */
 #define _GNU_SOURCE
 #include "pool.h"
+#include "fault.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -81,7 +82,8 @@ static void heap_push(struct loop *l, struct run r)
             l->head = 0;
         } else {
             size_t ncap = l->cap ? l->cap * 2 : 64;
-            struct run *nh = realloc(l->heap, ncap * sizeof(*nh));
+            struct run *nh = WEFT__FAULT("par.heap") ? NULL
+                             : realloc(l->heap, ncap * sizeof(*nh));
             if (!nh) {
                 l->alloc_err = -ENOMEM;
                 return;

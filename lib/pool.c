@@ -19,6 +19,7 @@
 #define _GNU_SOURCE
 #include "pool.h"
 #include "reactor.h"
+#include "fault.h"
 #include "jobserver.h"
 
 #include <errno.h>
@@ -126,8 +127,8 @@ static void *worker_main(void *p)
 static int victims_init(weft_pool *pool, struct weft__worker *w)
 {
     unsigned n = pool->nthreads;
-    w->victims = calloc(n ? n : 1, sizeof(unsigned));
-    w->group_end = calloc(n ? n : 1, sizeof(unsigned));
+    w->victims = WEFT__FAULT("pool.victims") ? NULL : calloc(n ? n : 1, sizeof(unsigned));
+    w->group_end = WEFT__FAULT("pool.victims") ? NULL : calloc(n ? n : 1, sizeof(unsigned));
     if (!w->victims || !w->group_end)
         return -ENOMEM;
     unsigned k = 0;
@@ -225,7 +226,8 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
     if (env_flag("WEFT_IO", "blocking"))
         o.flags |= WEFT_POOL_NO_URING;
 
-    weft_pool *pool = aligned_alloc(64, (sizeof(*pool) + 63) & ~(size_t)63);
+    weft_pool *pool = WEFT__FAULT("pool.pool") ? NULL
+                    : aligned_alloc(64, (sizeof(*pool) + 63) & ~(size_t)63);
     if (!pool)
         return -ENOMEM;
     memset(pool, 0, sizeof(*pool));
@@ -243,14 +245,16 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
     pool->sched_random = weft__noise_config(&seed);
     pool->flags = o.flags;
     pool->topo = &topo;
-    pool->workers = calloc(o.threads, sizeof(*pool->workers));
-    pool->idle = calloc(o.threads, sizeof(*pool->idle));
+    pool->workers = WEFT__FAULT("pool.arrays") ? NULL
+                                               : calloc(o.threads, sizeof(*pool->workers));
+    pool->idle = WEFT__FAULT("pool.arrays") ? NULL : calloc(o.threads, sizeof(*pool->idle));
     if (!pool->workers || !pool->idle) {
         pool_free(pool);
         return -ENOMEM;
     }
     for (unsigned i = 0; i < o.threads; i++) {
-        struct weft__worker *w = aligned_alloc(64, (sizeof(*w) + 63) & ~(size_t)63);
+        struct weft__worker *w = WEFT__FAULT("pool.worker") ? NULL
+                               : aligned_alloc(64, (sizeof(*w) + 63) & ~(size_t)63);
         if (!w) {
             pool_free(pool);
             return -ENOMEM;
@@ -292,6 +296,13 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
         return -EINVAL; /* stack_size too large to map */
     }
 #endif
+    /* Each worker's first loop fiber, now: a worker that could not get one later
+     * could not run the tasks that suspend elsewhere and resume on it. */
+    for (unsigned i = 0; i < o.threads; i++)
+        if (weft__sched_worker_init(pool->workers[i]) != 0) {
+            pool_free(pool);
+            return -ENOMEM;
+        }
     pool->ring_entries = o.ring_entries;
     if (!(o.flags & WEFT_POOL_NO_URING))
         pool->uring = weft__uring_pool_init(pool);
@@ -312,7 +323,9 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
     int err = 0;
     for (; started < o.threads; started++) {
         struct weft__worker *w = pool->workers[started];
-        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+        int pr = WEFT__FAULT("thread.worker") ? EAGAIN
+                                              : pthread_create(&w->thread, NULL, worker_main, w);
+        if (pr != 0) {
             err = -EAGAIN;
             break;
         }
@@ -504,11 +517,8 @@ void weft__pool_stack_counts(const weft_pool *pool, size_t *nfree, size_t *total
 #endif
 }
 
-WEFT_API void weft__deque_reserve(struct weft__worker *w)
+/* -ENOMEM: no room for the push; the inline join then runs a and b in order. */
+WEFT_API int weft__deque_reserve(struct weft__worker *w)
 {
-    if (weft__deque_grow(&w->dq) != 0) {
-        /* The inline join cannot fail: out of memory for a deque is fatal. */
-        fprintf(stderr, "weft: out of memory growing a deque\n");
-        abort();
-    }
+    return weft__deque_grow(&w->dq);
 }

@@ -182,6 +182,8 @@ static inline bool weft__is_resume(const struct weft__job *job)
 }
 /* The worker thread: runs the worker loop on fibers until the pool stops. */
 void weft__sched_thread(struct weft__worker *w);
+/* Before the thread starts: its first loop fiber (a spare). 0 or -ENOMEM. */
+int weft__sched_worker_init(struct weft__worker *w);
 /* Suspend the running task: after the switch, after(w, wt, arg) runs on the worker
  * (and must arrange for weft__ready(wt) to be called exactly once). Returns when the
  * task runs again, on any worker. -ENOMEM: no stack, nothing happened (the caller

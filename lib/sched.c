@@ -279,6 +279,15 @@ static noreturn void loop_main(void *arg, void *msg)
     bottom_loop();
 }
 
+int weft__sched_worker_init(struct weft__worker *w)
+{
+    struct weft__fiber *f;
+    if (weft__fiber_create(&w->pool->stacks, &f, loop_main, NULL) != 0)
+        return -ENOMEM;
+    w->spare[w->nspare++] = f;
+    return 0;
+}
+
 void weft__sched_thread(struct weft__worker *w)
 {
     weft__fiber_init_thread(&w->thread_fiber);
@@ -333,6 +342,12 @@ bool weft__yield(void)
 }
 
 #else /* !WEFT_HAVE_FIBERS: nothing suspends; workers run on their thread stacks */
+
+int weft__sched_worker_init(struct weft__worker *w)
+{
+    (void)w;
+    return 0;
+}
 
 void weft__sched_thread(struct weft__worker *w)
 {

@@ -16,6 +16,7 @@
  */
 #define _GNU_SOURCE
 #include "pool.h"
+#include "fault.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -92,7 +93,7 @@ static void slab_free(void *p, size_t size)
 static int refill_locked(weft_pool *pool)
 {
     size_t size = sizeof(struct slab) + SLAB_FRAMES * sizeof(struct frame);
-    struct slab *s = slab_alloc(size);
+    struct slab *s = WEFT__FAULT("task.slab") ? NULL : slab_alloc(size);
     if (!s)
         return -ENOMEM;
     s->size = size;

@@ -35,6 +35,7 @@
  */
 #define _GNU_SOURCE
 #include "reactor.h"
+#include "fault.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -89,7 +90,8 @@ static int ring_init(struct weft__io *io, unsigned entries)
     memset(&p, 0, sizeof(p));
     p.flags = IORING_SETUP_R_DISABLED | IORING_SETUP_SINGLE_ISSUER |
               IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL;
-    int r = io_uring_queue_init_params(entries, &io->ring, &p);
+    int r = WEFT__FAULT("uring.ring") ? -ENOMEM
+                                      : io_uring_queue_init_params(entries, &io->ring, &p);
     if (r == -EINVAL) { /* before 6.1 */
         memset(&p, 0, sizeof(p));
         p.flags = IORING_SETUP_R_DISABLED;
@@ -106,10 +108,10 @@ bool weft__uring_pool_init(weft_pool *pool)
     unsigned entries = pool->ring_entries ? pool->ring_entries : RING_ENTRIES_DEFAULT;
     struct io_uring_probe *probe = NULL;
     for (unsigned i = 0; i < pool->nthreads; i++) {
-        struct weft__io *io = calloc(1, sizeof(*io));
+        struct weft__io *io = WEFT__FAULT("uring.io") ? NULL : calloc(1, sizeof(*io));
         if (!io)
             goto fail;
-        io->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        io->efd = WEFT__FAULT("uring.eventfd") ? -1 : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (io->efd < 0) {
             free(io);
             goto fail;
@@ -572,7 +574,7 @@ int weft__uring_read_file(struct weft__worker *w, const char *path, void **data,
     struct weft__io *io = w->io;
     if (!io || io->nfree_slot == 0)
         return -ENOSYS;
-    char *buf = malloc(RF_GUESS + RF_PROBE + 1);
+    char *buf = WEFT__FAULT("uring.read_file") ? NULL : malloc(RF_GUESS + RF_PROBE + 1);
     if (!buf)
         return -ENOMEM;
     struct io_uring_sqe *sqe[3];
@@ -631,7 +633,7 @@ int weft__uring_read_file(struct weft__worker *w, const char *path, void **data,
     size_t len = (size_t)op[1].res, more = (size_t)op[2].res;
     if (more == 0) {
         /* EOF: give back what was not used. */
-        char *nb = realloc(buf, len + 1);
+        char *nb = WEFT__FAULT("uring.read_file_trim") ? NULL : realloc(buf, len + 1);
         if (nb)
             buf = nb;
         buf[len] = 0;
