@@ -31,36 +31,37 @@ void weft__op_cancel(struct weft__op *op)
     if (atomic_load_explicit(&op->cancelled, memory_order_relaxed))
         return;
     atomic_store_explicit(&op->cancelled, true, memory_order_relaxed);
-    if (op->w->io)
+    if (op->w->io && !op->on_blocking)
         weft__uring_cancel(op);
     else
         weft__blocking_cancel(op->w->pool, op);
 }
 
 /* Inside a task of a cancelled scope: its I/O calls return -ECANCELED at once. */
-static bool cancelled_here(const struct weft__worker *w)
+bool weft__cancelled_here(const struct weft__worker *w)
 {
-    return w->scope && weft_scope_cancelled(w->scope);
+    return w->dq.scope && weft_scope_cancelled(w->dq.scope);
 }
 
-static int64_t run(struct weft__op *op)
+int64_t weft__op_run(struct weft__op *op)
 {
     struct weft__worker *w = weft__current();
     if (!w)
         return weft__op_syscall(op);
     WEFT__COUNT(w, io_ops);
-    if (!w->fiber || (!w->io && !w->pool->blocking))
+    if (!w->fiber)
         return weft__op_syscall(op); /* nowhere to suspend to */
     op->w = w;
     op->done = false;
     op->suspended = false;
     op->cancel_queued = false;
     atomic_init(&op->cancelled, false);
-    struct weft_scope *s = w->scope;
+    struct weft_scope *s = w->dq.scope;
     op->scope = s;
     if (s && weft__scope_op_add(s, op) != 0)
         return -ECANCELED;
-    int64_t r = w->io ? weft__uring_run(w, op) : weft__blocking_run(w, op);
+    int64_t r = w->io && !op->on_blocking ? weft__uring_run(w, op)
+                                          : weft__blocking_run(w, op);
     if (s) {
         weft__scope_op_del(s, op);
         if (atomic_load_explicit(&op->cancelled, memory_order_relaxed) &&
@@ -77,27 +78,27 @@ WEFT_API int weft_open(const char *path, int flags, mode_t mode)
 {
     struct weft__op op = OP(.kind = WEFT__OP_OPEN, .path = path, .flags = flags | O_CLOEXEC,
                             .mode = mode);
-    return (int)run(&op);
+    return (int)weft__op_run(&op);
 }
 
 WEFT_API int weft_close(int fd)
 {
     struct weft__op op = OP(.kind = WEFT__OP_CLOSE, .fd = fd);
-    return (int)run(&op);
+    return (int)weft__op_run(&op);
 }
 
 WEFT_API ssize_t weft_read(int fd, void *buf, size_t len, off_t off)
 {
     struct weft__op op = OP(.kind = WEFT__OP_READ, .fd = fd, .buf = buf, .len = len,
                             .off = off);
-    return (ssize_t)run(&op);
+    return (ssize_t)weft__op_run(&op);
 }
 
 WEFT_API ssize_t weft_write(int fd, const void *buf, size_t len, off_t off)
 {
     struct weft__op op = OP(.kind = WEFT__OP_WRITE, .fd = fd, .buf = (void *)buf,
                             .len = len, .off = off);
-    return (ssize_t)run(&op);
+    return (ssize_t)weft__op_run(&op);
 }
 
 WEFT_API int weft_statx(int dirfd, const char *path, int flags, unsigned mask,
@@ -114,45 +115,45 @@ WEFT_API int weft_statx(int dirfd, const char *path, int flags, unsigned mask,
          * statx is the plain syscall; only cold metadata then holds the worker,
          * for one inode read. */
         WEFT__COUNT(w, io_ops);
-        if (cancelled_here(w))
+        if (weft__cancelled_here(w))
             return -ECANCELED;
         return (int)weft__op_syscall(&op);
     }
-    return (int)run(&op);
+    return (int)weft__op_run(&op);
 }
 
 WEFT_API int weft_fsync(int fd)
 {
     struct weft__op op = OP(.kind = WEFT__OP_FSYNC, .fd = fd);
-    return (int)run(&op);
+    return (int)weft__op_run(&op);
 }
 
 WEFT_API int weft_accept(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
     struct weft__op op = OP(.kind = WEFT__OP_ACCEPT, .fd = fd, .addr = addr,
                             .addrlenp = len, .flags = flags);
-    return (int)run(&op);
+    return (int)weft__op_run(&op);
 }
 
 WEFT_API int weft_connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
     struct weft__op op = OP(.kind = WEFT__OP_CONNECT, .fd = fd, .addr = (void *)addr,
                             .addrlen = len);
-    return (int)run(&op);
+    return (int)weft__op_run(&op);
 }
 
 WEFT_API ssize_t weft_recv(int fd, void *buf, size_t len, int flags)
 {
     struct weft__op op = OP(.kind = WEFT__OP_RECV, .fd = fd, .buf = buf, .len = len,
                             .flags = flags);
-    return (ssize_t)run(&op);
+    return (ssize_t)weft__op_run(&op);
 }
 
 WEFT_API ssize_t weft_send(int fd, const void *buf, size_t len, int flags)
 {
     struct weft__op op = OP(.kind = WEFT__OP_SEND, .fd = fd, .buf = (void *)buf,
                             .len = len, .flags = flags | MSG_NOSIGNAL);
-    return (ssize_t)run(&op);
+    return (ssize_t)weft__op_run(&op);
 }
 
 WEFT_API int weft_read_file(const char *path, void **data, size_t *size)
@@ -161,7 +162,7 @@ WEFT_API int weft_read_file(const char *path, void **data, size_t *size)
         return -EINVAL;
     struct weft__worker *w = weft__current();
     if (w && w->io && w->fiber) {
-        if (cancelled_here(w))
+        if (weft__cancelled_here(w))
             return -ECANCELED;
         int r = weft__uring_read_file(w, path, data, size);
         if (r != -ENOSYS) {
@@ -240,7 +241,7 @@ WEFT_API int weft_sleep(uint64_t ns)
     struct weft__op op = OP(.kind = WEFT__OP_SLEEP);
     op.ts.tv_sec = (time_t)(ns / 1000000000u);
     op.ts.tv_nsec = (long)(ns % 1000000000u);
-    int64_t r = run(&op);
+    int64_t r = weft__op_run(&op);
     return r == -ETIME ? 0 : (int)r;
 }
 
@@ -251,7 +252,7 @@ WEFT_API int weft_yield(void)
         sched_yield();
         return 0;
     }
-    if (cancelled_here(w))
+    if (weft__cancelled_here(w))
         return -ECANCELED;
     if (!weft__yield())
         sched_yield(); /* no fibers: let other threads run at least */

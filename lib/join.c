@@ -155,6 +155,7 @@ int weft__join_fenced(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
     struct weft__job job;
     job.fn = b;
     job.arg = arg_b;
+    job.scope = w->dq.scope;
     atomic_init(&job.latch.state, 0);
     struct weft__job *slot = (struct weft__job *)((uintptr_t)&job | WEFT__FENCED_TAG);
     atomic_init(&job.idx, atomic_load_explicit(&w->dq.bottom, memory_order_relaxed));

@@ -228,7 +228,7 @@ static void switch_to(struct weft__worker *w, struct weft__fiber *to, weft__afte
                       struct weft__wait *wt, void *arg)
 {
     struct weft__fiber *from = w->fiber;
-    struct weft_scope *scope = w->scope;
+    struct weft_scope *scope = w->dq.scope;
     w->switches++;
     wt->fiber = from;
     w->after = after;
@@ -239,7 +239,7 @@ static void switch_to(struct weft__worker *w, struct weft__fiber *to, weft__afte
     weft__fiber_switch(from, to, NULL);
     w = weft__current();
     run_after(w);
-    w->scope = scope;
+    w->dq.scope = scope;
 }
 
 /* The worker loop. Runs on a fiber; every fiber's bottom frame is one. */
@@ -256,7 +256,7 @@ static noreturn void bottom_loop(void)
             continue;
         if (weft__is_resume(job))
             exit_to(w, wait_of(job)->fiber); /* nothing of ours is left on this stack */
-        w->scope = NULL;
+        w->dq.scope = NULL;
         weft__run_job(w, job);
     }
 }

@@ -14,6 +14,20 @@
  * limit, the frame is parked on the scope's deferred list (under the scope's lock:
  * the limited path only) and the task that finishes next admits it. So at most k
  * tasks of the scope ever run at once and no worker blocks on the limit.
+ *
+ * Nesting: a scope opened inside a task of scope P (the worker's dq.scope, any
+ * pool) links itself into P's list of kids (under P's mu) when it starts, and out
+ * when it has finished, so P's cancel reaches it: scope_fail cancels the scope's
+ * in-flight I/O and waits, then its kids, recursively, parent's mu before the
+ * kid's (the only order in which two scope locks are ever held). A kid opened in a
+ * cancelled scope does not start: -ECANCELED, body not called. Spawns pay nothing
+ * for it; a nested weft_scope_run pays one lock round trip on its parent at each
+ * end, an outermost one nothing. Join jobs carry the scope of the task that forked
+ * them (weft.h), so whoever runs the b side runs it in that scope.
+ *
+ * Deadlines (weft_scope_deadline): an entry in the scope, armed on the pool's
+ * timer (timer.c), which cancels the scope with -ETIMEDOUT. The end of a scope
+ * disarms it, only if a deadline was ever set: nothing is left to cost later.
  */
 #define _GNU_SOURCE
 #include "reactor.h"
@@ -32,6 +46,12 @@ struct weft_scope {
     unsigned running;
     struct weft__job *deferred_head, *deferred_tail;
     struct weft__op *ops;          /* in-flight I/O of its tasks (under mu; io.c) */
+    struct weft_scope *parent;     /* scope of the task that opened it, or NULL */
+    struct weft_scope *kids;       /* scopes opened inside its tasks (under mu) */
+    struct weft_scope *kprev, *knext; /* in parent->kids (under parent->mu) */
+    _Atomic(bool) has_deadline;    /* weft_scope_deadline was called (relaxed: the
+                                      scope's latch orders it before the end) */
+    struct weft__deadline deadline; /* under the pool's timer lock (timer.c) */
 };
 
 /* Frames use job.result as the "already admitted" mark (frames have no result). */
@@ -44,13 +64,54 @@ static void scope_fail(struct weft_scope *s, int err)
                                             memory_order_relaxed);
     /* Release: tasks that see the flag also see the error. Pairs with the acquire
      * load in weft_scope_cancelled() and run_frame(). */
-    atomic_store_explicit(&s->cancelled, true, memory_order_release);
-    /* In-flight I/O of its tasks: cancel it (io.c). An operation added after this
-     * walk sees the flag under mu (weft__scope_op_add). */
+    if (atomic_exchange_explicit(&s->cancelled, true, memory_order_release))
+        return; /* cancelled before: that call walks (or walked) the lists */
+    /* In-flight I/O of its tasks: cancel it (io.c); then the scopes nested in its
+     * tasks. An operation or a kid added after this walk sees the flag under mu
+     * (weft__scope_op_add, link_kid). */
     pthread_mutex_lock(&s->mu);
     for (struct weft__op *op = s->ops; op; op = op->snext)
         weft__op_cancel(op);
+    for (struct weft_scope *k = s->kids; k; k = k->knext)
+        scope_fail(k, -ECANCELED);
     pthread_mutex_unlock(&s->mu);
+}
+
+void weft__scope_expire(struct weft_scope *s, int err)
+{
+    scope_fail(s, err);
+}
+
+/* s starts inside a task of p: onto p's kids, unless p is cancelled (-ECANCELED). */
+static int link_kid(struct weft_scope *p, struct weft_scope *s)
+{
+    pthread_mutex_lock(&p->mu);
+    /* Relaxed: mu orders it against scope_fail's walk. */
+    if (atomic_load_explicit(&p->cancelled, memory_order_relaxed)) {
+        pthread_mutex_unlock(&p->mu);
+        return -ECANCELED;
+    }
+    s->parent = p;
+    s->kprev = NULL;
+    s->knext = p->kids;
+    if (p->kids)
+        p->kids->kprev = s;
+    p->kids = s;
+    pthread_mutex_unlock(&p->mu);
+    return 0;
+}
+
+static void unlink_kid(struct weft_scope *s)
+{
+    struct weft_scope *p = s->parent;
+    pthread_mutex_lock(&p->mu);
+    if (s->kprev)
+        s->kprev->knext = s->knext;
+    else
+        p->kids = s->knext;
+    if (s->knext)
+        s->knext->kprev = s->kprev;
+    pthread_mutex_unlock(&p->mu);
 }
 
 int weft__scope_op_add(struct weft_scope *s, struct weft__op *op)
@@ -170,6 +231,25 @@ WEFT_API void weft_scope_cancel(weft_scope *s, int err)
         scope_fail(s, err ? err : -ECANCELED);
 }
 
+WEFT_API void weft_scope_deadline(weft_scope *s, uint64_t timeout_ns)
+{
+    if (!s)
+        return;
+    if (timeout_ns == 0) {
+        scope_fail(s, -ETIMEDOUT);
+        return;
+    }
+    /* Acquire: pairs with the release in scope_fail(). */
+    if (atomic_load_explicit(&s->cancelled, memory_order_acquire))
+        return; /* nothing left to time */
+    uint64_t now = weft__now_ns();
+    uint64_t when = timeout_ns > UINT64_MAX - now ? UINT64_MAX : now + timeout_ns;
+    atomic_store_explicit(&s->has_deadline, true, memory_order_relaxed);
+    int err = weft__timer_arm(s->pool, &s->deadline, when);
+    if (err)
+        scope_fail(s, err); /* no timer: fail now rather than run unbounded */
+}
+
 WEFT_API bool weft_scope_cancelled(const weft_scope *s)
 {
     /* Acquire: pairs with the release in scope_fail(). */
@@ -199,12 +279,12 @@ void weft__run_frame(struct weft__worker *w, struct weft__job *f)
     }
     /* Acquire: pairs with the release in scope_fail(). */
     if (!atomic_load_explicit(&s->cancelled, memory_order_acquire)) {
-        struct weft_scope *outer = w->scope;
-        w->scope = s;
+        struct weft_scope *outer = w->dq.scope;
+        w->dq.scope = s;
         int r = f->fn(f->arg);
         /* f->fn may have suspended and resumed on another worker. */
         w = weft__current();
-        w->scope = outer;
+        w->dq.scope = outer;
         if (r)
             scope_fail(s, r);
     }
@@ -247,7 +327,16 @@ WEFT_API int weft_scope_run(weft_pool *pool, int (*body)(weft_scope *s, void *ar
     atomic_init(&s.cancelled, false);
     atomic_init(&s.limit, 0);
     atomic_init(&s.done.state, 0);
+    atomic_init(&s.has_deadline, false);
+    s.deadline.scope = &s;
     pthread_mutex_init(&s.mu, NULL);
+    /* Opened inside a task of another scope (of any pool): nested in it. */
+    struct weft__worker *self = weft__current();
+    struct weft_scope *parent = self ? self->dq.scope : NULL;
+    if (parent && link_kid(parent, &s) != 0) {
+        pthread_mutex_destroy(&s.mu);
+        return -ECANCELED;
+    }
 
     struct weft__worker *w = weft__worker_of(pool);
     bool outside = !w;
@@ -256,9 +345,9 @@ WEFT_API int weft_scope_run(weft_pool *pool, int (*body)(weft_scope *s, void *ar
     /* The wait may run this worker's jobs from here up, not the ones below: those
      * belong to frames under this call (see weft__find_work). */
     int64_t floor = w ? atomic_load_explicit(&w->dq.bottom, memory_order_relaxed) : 0;
-    struct weft_scope *outer = w ? w->scope : NULL;
+    struct weft_scope *outer = w ? w->dq.scope : NULL;
     if (w)
-        w->scope = &s;
+        w->dq.scope = &s;
     int r = body(&s, arg);
     if (!outside) {
         /* body may have suspended and resumed on another worker. */
@@ -266,12 +355,16 @@ WEFT_API int weft_scope_run(weft_pool *pool, int (*body)(weft_scope *s, void *ar
         if (now != w)
             floor = INT64_MIN;
         w = now;
-        w->scope = outer;
+        w->dq.scope = outer;
     }
     if (r)
         scope_fail(&s, r);
     scope_release(&s);
     weft__latch_wait_floor(w, &s.done, floor);
+    if (atomic_load_explicit(&s.has_deadline, memory_order_relaxed))
+        weft__timer_disarm(pool, &s.deadline);
+    if (s.parent)
+        unlink_kid(&s);
     if (outside)
         /* Release: pairs with the acquire load in weft_pool_destroy(). */
         atomic_fetch_sub_explicit(&pool->outside, 1, memory_order_release);
