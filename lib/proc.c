@@ -42,6 +42,9 @@
 #define P_PIDFD 3
 #endif
 
+/* Testing hook (tests/test_proc.c): behave as if pidfd_open were missing. */
+_Atomic(bool) weft__proc_no_pidfd;
+
 /* waitid's siginfo as waitpid(2)'s status word. */
 static int status_of(const siginfo_t *si)
 {
@@ -101,7 +104,9 @@ WEFT_API int weft_waitpid(pid_t pid, int *status, int options)
     int r = plain_waitpid(pid, status, WNOHANG);
     if (r != 0 || (options & WNOHANG))
         return r; /* reaped, not a child (-ECHILD), or still running with WNOHANG */
-    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0); /* O_CLOEXEC always */
+    int pidfd = atomic_load_explicit(&weft__proc_no_pidfd, memory_order_relaxed)
+                    ? (errno = ENOSYS, -1)
+                    : (int)syscall(SYS_pidfd_open, pid, 0); /* O_CLOEXEC always */
     if (pidfd < 0) {
         if (errno == ESRCH)
             return -ECHILD; /* gone meanwhile: reaped elsewhere */
@@ -112,6 +117,10 @@ WEFT_API int weft_waitpid(pid_t pid, int *status, int options)
         int64_t res = weft__op_run(&op);
         if (res < 0)
             return (int)res; /* -ECANCELED: left unreaped; -ECHILD */
+        /* Cancelled while the thread waited (it cannot be interrupted): the
+         * child exited meanwhile, and stays unreaped all the same. */
+        if (atomic_load_explicit(&op.cancelled, memory_order_relaxed))
+            return -ECANCELED;
         return plain_waitpid(pid, status, WNOHANG);
     }
     for (;;) {

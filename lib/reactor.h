@@ -117,6 +117,9 @@ bool weft__timer_started(const weft_pool *pool);
 /* scope.c: cancel s with err (-ETIMEDOUT); called by the timer thread. */
 void weft__scope_expire(struct weft_scope *s, int err);
 
+/* proc.c: testing hook, weft_waitpid as where pidfd_open is missing. */
+extern _Atomic(bool) weft__proc_no_pidfd;
+
 /* blocking.c */
 /* Threads the blocking pool has started (testing hook). */
 unsigned weft__blocking_threads(const weft_pool *pool);

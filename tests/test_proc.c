@@ -423,6 +423,67 @@ Test(proc, cancel_leaves_child_unreaped)
     weft_pool_destroy(p);
 }
 
+/* ---- without pidfd_open (before Linux 5.3): blocking threads wait ------------- */
+
+struct fb_cancel {
+    struct cancel_wait c;
+    int wfd;
+};
+
+static int fb_cancel_body(weft_scope *s, void *arg)
+{
+    struct fb_cancel *f = arg;
+    int r = cancel_wait_body(s, &f->c);
+    /* The blocking thread's wait cannot be interrupted: end the child too. */
+    close(f->wfd);
+    return r;
+}
+
+static int few_body(weft_scope *s, void *arg)
+{
+    for (int i = 0; i < 40; i++)
+        if (weft_spawn(s, child_task, arg) != 0)
+            return -1;
+    return 0;
+}
+
+Test(proc, without_pidfd)
+{
+    atomic_store(&weft__proc_no_pidfd, true);
+    weft_pool *p = mkpool(2);
+    char *const exit7[] = {"sh", "-c", "exit 7", NULL};
+    struct one o = {.argv = exit7, .in_fd = -1, .out_fd = -1};
+    cr_assert_eq(weft_run(p, run_one, &o), 0);
+    cr_assert_eq(o.r, o.pid);
+    cr_assert(WIFEXITED(o.st) && WEXITSTATUS(o.st) == 7, "status %#x", o.st);
+    char *const killed[] = {"sh", "-c", "kill -TERM $$", NULL};
+    struct one k = {.argv = killed, .in_fd = -1, .out_fd = -1};
+    cr_assert_eq(weft_run(p, run_one, &k), 0);
+    cr_assert_eq(k.r, k.pid);
+    cr_assert(WIFSIGNALED(k.st) && WTERMSIG(k.st) == SIGTERM, "status %#x", k.st);
+    /* More children than blocking threads: the waits queue for them. */
+    struct many m = {0};
+    cr_assert_eq(weft_scope_run(p, few_body, &m), 0);
+    cr_assert_eq(atomic_load(&m.ok), 40);
+    cr_assert_leq(weft__blocking_threads(p), 4u); /* max(4, 2 x 2 workers) */
+    cr_assert_geq(weft__blocking_threads(p), 1u); /* they did the waiting */
+    /* A cancelled wait leaves the child unreaped here too. */
+    int fds[2];
+    cr_assert_eq(pipe2(fds, O_CLOEXEC), 0);
+    char *const argv[] = {"cat", NULL};
+    struct fb_cancel f = {.wfd = fds[1]};
+    cr_assert_eq(spawn(&f.c.pid, argv, fds[0], -1), 0);
+    close(fds[0]);
+    cr_assert_eq(weft_scope_run(p, fb_cancel_body, &f), -EIO);
+    cr_assert_eq(f.c.r, -ECANCELED);
+    int st;
+    cr_assert_eq(waitpid(f.c.pid, &st, 0), f.c.pid, "reaped behind our back");
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    weft_pool_destroy(p);
+    atomic_store(&weft__proc_no_pidfd, false);
+    ASSERT_NO_BAD();
+}
+
 /* ---- signal masks --------------------------------------------------------------- */
 
 /* The child's SigBlk line, as grep prints it from /proc/self/status. */
