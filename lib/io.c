@@ -38,12 +38,12 @@ void weft__op_cancel(struct weft__op *op)
 }
 
 /* Inside a task of a cancelled scope: its I/O calls return -ECANCELED at once. */
-bool weft__cancelled_here(const struct weft__worker *w)
+static bool cancelled_here(const struct weft__worker *w)
 {
     return w->dq.scope && weft_scope_cancelled(w->dq.scope);
 }
 
-int64_t weft__op_run(struct weft__op *op)
+static int64_t run(struct weft__op *op)
 {
     struct weft__worker *w = weft__current();
     if (!w)
@@ -71,6 +71,17 @@ int64_t weft__op_run(struct weft__op *op)
     return r;
 }
 
+/* For proc.c's operations (reactor.h). */
+int64_t weft__op_run(struct weft__op *op)
+{
+    return run(op);
+}
+
+bool weft__cancelled_here(const struct weft__worker *w)
+{
+    return cancelled_here(w);
+}
+
 /* Operations on the caller's stack, zeroed but for the fields each call sets. */
 #define OP(...) (struct weft__op){__VA_ARGS__}
 
@@ -78,27 +89,27 @@ WEFT_API int weft_open(const char *path, int flags, mode_t mode)
 {
     struct weft__op op = OP(.kind = WEFT__OP_OPEN, .path = path, .flags = flags | O_CLOEXEC,
                             .mode = mode);
-    return (int)weft__op_run(&op);
+    return (int)run(&op);
 }
 
 WEFT_API int weft_close(int fd)
 {
     struct weft__op op = OP(.kind = WEFT__OP_CLOSE, .fd = fd);
-    return (int)weft__op_run(&op);
+    return (int)run(&op);
 }
 
 WEFT_API ssize_t weft_read(int fd, void *buf, size_t len, off_t off)
 {
     struct weft__op op = OP(.kind = WEFT__OP_READ, .fd = fd, .buf = buf, .len = len,
                             .off = off);
-    return (ssize_t)weft__op_run(&op);
+    return (ssize_t)run(&op);
 }
 
 WEFT_API ssize_t weft_write(int fd, const void *buf, size_t len, off_t off)
 {
     struct weft__op op = OP(.kind = WEFT__OP_WRITE, .fd = fd, .buf = (void *)buf,
                             .len = len, .off = off);
-    return (ssize_t)weft__op_run(&op);
+    return (ssize_t)run(&op);
 }
 
 WEFT_API int weft_statx(int dirfd, const char *path, int flags, unsigned mask,
@@ -115,45 +126,45 @@ WEFT_API int weft_statx(int dirfd, const char *path, int flags, unsigned mask,
          * statx is the plain syscall; only cold metadata then holds the worker,
          * for one inode read. */
         WEFT__COUNT(w, io_ops);
-        if (weft__cancelled_here(w))
+        if (cancelled_here(w))
             return -ECANCELED;
         return (int)weft__op_syscall(&op);
     }
-    return (int)weft__op_run(&op);
+    return (int)run(&op);
 }
 
 WEFT_API int weft_fsync(int fd)
 {
     struct weft__op op = OP(.kind = WEFT__OP_FSYNC, .fd = fd);
-    return (int)weft__op_run(&op);
+    return (int)run(&op);
 }
 
 WEFT_API int weft_accept(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
     struct weft__op op = OP(.kind = WEFT__OP_ACCEPT, .fd = fd, .addr = addr,
                             .addrlenp = len, .flags = flags);
-    return (int)weft__op_run(&op);
+    return (int)run(&op);
 }
 
 WEFT_API int weft_connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
     struct weft__op op = OP(.kind = WEFT__OP_CONNECT, .fd = fd, .addr = (void *)addr,
                             .addrlen = len);
-    return (int)weft__op_run(&op);
+    return (int)run(&op);
 }
 
 WEFT_API ssize_t weft_recv(int fd, void *buf, size_t len, int flags)
 {
     struct weft__op op = OP(.kind = WEFT__OP_RECV, .fd = fd, .buf = buf, .len = len,
                             .flags = flags);
-    return (ssize_t)weft__op_run(&op);
+    return (ssize_t)run(&op);
 }
 
 WEFT_API ssize_t weft_send(int fd, const void *buf, size_t len, int flags)
 {
     struct weft__op op = OP(.kind = WEFT__OP_SEND, .fd = fd, .buf = (void *)buf,
                             .len = len, .flags = flags | MSG_NOSIGNAL);
-    return (ssize_t)weft__op_run(&op);
+    return (ssize_t)run(&op);
 }
 
 WEFT_API int weft_read_file(const char *path, void **data, size_t *size)
@@ -162,7 +173,7 @@ WEFT_API int weft_read_file(const char *path, void **data, size_t *size)
         return -EINVAL;
     struct weft__worker *w = weft__current();
     if (w && w->io && w->fiber) {
-        if (weft__cancelled_here(w))
+        if (cancelled_here(w))
             return -ECANCELED;
         int r = weft__uring_read_file(w, path, data, size);
         if (r != -ENOSYS) {
@@ -241,7 +252,7 @@ WEFT_API int weft_sleep(uint64_t ns)
     struct weft__op op = OP(.kind = WEFT__OP_SLEEP);
     op.ts.tv_sec = (time_t)(ns / 1000000000u);
     op.ts.tv_nsec = (long)(ns % 1000000000u);
-    int64_t r = weft__op_run(&op);
+    int64_t r = run(&op);
     return r == -ETIME ? 0 : (int)r;
 }
 
@@ -252,7 +263,7 @@ WEFT_API int weft_yield(void)
         sched_yield();
         return 0;
     }
-    if (weft__cancelled_here(w))
+    if (cancelled_here(w))
         return -ECANCELED;
     if (!weft__yield())
         sched_yield(); /* no fibers: let other threads run at least */
