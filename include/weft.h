@@ -115,8 +115,13 @@ typedef struct weft_scope weft_scope;
  * cancels the scope: tasks not yet started are not run.
  * Thread context: any thread. From a worker of another pool, the scope's tasks run
  * on that other pool and the calling worker waits (sleeps) for them.
+ * Opened inside a task (or body) of another scope, it is nested in that scope: see
+ * "Nesting" below.
  * Errors: -EINVAL body is NULL; -ECHILD pool inherited across fork();
- *         -ENOMEM no default pool; or the first error as above. */
+ *         -ENOMEM no default pool; -ECANCELED opened inside a task of a cancelled
+ *         scope (body is not called); or the first error as above (-ETIMEDOUT
+ *         from weft_scope_deadline, -ECANCELED when the scope it is nested in was
+ *         cancelled). */
 WEFT_API int weft_scope_run(weft_pool *pool, int (*body)(weft_scope *s, void *arg), void *arg);
 
 /* Spawn fn(arg) into scope s. arg must stay valid until weft_scope_run returns.
