@@ -185,9 +185,11 @@ static void worker_free(struct weft__worker *w)
 /* The pool's memory, not its locks: also for pools inherited across fork(). */
 static void pool_free_memory(weft_pool *pool)
 {
-    weft__uring_pool_free(pool);
+    /* Threads that may still wake workers go first: a blocking thread that has
+     * just made a task ready may still be writing to its worker's eventfd. */
     weft__blocking_free(pool);
     weft__timer_free(pool);
+    weft__uring_pool_free(pool);
 #ifdef WEFT_HAVE_FIBERS
     if (pool->stacks.map_size) {
         if (atomic_load_explicit(&pool->dead, memory_order_relaxed))
