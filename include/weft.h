@@ -155,8 +155,9 @@ WEFT_API bool weft_scope_cancelled(const weft_scope *s);
  * at their next spawn, wait, I/O call or weft_scope_cancelled). One timer thread
  * per pool serves every deadline (started on first use); a scope that finishes
  * first leaves nothing behind. A per-call timeout is a nested scope with a
- * deadline. If the timer thread cannot be started, s is cancelled at once with
- * -EAGAIN (never left without its bound). NULL s: no-op.
+ * deadline. If the deadline cannot be armed (the timer thread cannot start, or no
+ * memory), s is cancelled at once with -EAGAIN or -ENOMEM: never left running
+ * without its bound. NULL s: no-op.
  * Thread context: like weft_spawn (inside the scope's body or one of its tasks,
  * while the scope runs). */
 WEFT_API void weft_scope_deadline(weft_scope *s, uint64_t timeout_ns);
