@@ -38,6 +38,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <fcntl.h>
+#include <spawn.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -147,8 +148,13 @@ typedef struct weft_scope weft_scope;
  * cancels the scope: tasks not yet started are not run.
  * Thread context: any thread. From a worker of another pool, the scope's tasks run
  * on that other pool and the calling worker waits (sleeps) for them.
+ * Opened inside a task (or body) of another scope, it is nested in that scope: see
+ * "Nesting" below.
  * Errors: -EINVAL body is NULL; -ECHILD pool inherited across fork();
- *         -ENOMEM no default pool; or the first error as above. */
+ *         -ENOMEM no default pool; -ECANCELED opened inside a task of a cancelled
+ *         scope (body is not called); or the first error as above (-ETIMEDOUT
+ *         from weft_scope_deadline, -ECANCELED when the scope it is nested in was
+ *         cancelled). */
 WEFT_API int weft_scope_run(weft_pool *pool, int (*body)(weft_scope *s, void *arg), void *arg);
 
 /* Spawn fn(arg) into scope s. arg must stay valid until weft_scope_run returns.
@@ -173,8 +179,32 @@ WEFT_API void weft_scope_limit(weft_scope *s, unsigned max_in_flight);
  * earlier error was recorded; err == 0 records -ECANCELED. */
 WEFT_API void weft_scope_cancel(weft_scope *s, int err);
 
-/* Whether s has been cancelled (by weft_scope_cancel or a failed task). */
+/* Whether s has been cancelled (by weft_scope_cancel, a failed task, its deadline,
+ * or the cancel of the scope it is nested in). */
 WEFT_API bool weft_scope_cancelled(const weft_scope *s);
+
+/* Deadline: timeout_ns from now, s is cancelled and returns -ETIMEDOUT, unless an
+ * earlier error won; its in-flight I/O and waits return -ECANCELED, as with
+ * weft_scope_cancel. timeout_ns == 0: at once. Called again, the earliest deadline
+ * wins. It fires even while every worker runs CPU-bound tasks (they see the cancel
+ * at their next spawn, wait, I/O call or weft_scope_cancelled). One timer thread
+ * per pool serves every deadline (started on first use); a scope that finishes
+ * first leaves nothing behind. A per-call timeout is a nested scope with a
+ * deadline. If the deadline cannot be armed (the timer thread cannot start, or no
+ * memory), s is cancelled at once with -EAGAIN or -ENOMEM: never left running
+ * without its bound. NULL s: no-op.
+ * Thread context: like weft_spawn (inside the scope's body or one of its tasks,
+ * while the scope runs). */
+WEFT_API void weft_scope_deadline(weft_scope *s, uint64_t timeout_ns);
+
+/* Nesting: a scope opened (weft_scope_run) inside a task or the body of scope S is
+ * nested in S: cancelling S (weft_scope_cancel, a failed task, its deadline)
+ * cancels it too, and its nested scopes, to any depth; their waits in flight
+ * return -ECANCELED, and S returns the error that cancelled it. A scope opened
+ * inside an already cancelled scope does not start: weft_scope_run returns
+ * -ECANCELED without calling body. The sides of a weft_join and the ranges of a
+ * loop belong to the scope of the task that started them, on whichever worker
+ * they run. */
 
 /* ------------------------------------------------------------------------------
  * Data-parallel loops (grain 0 = adaptive)
@@ -257,6 +287,61 @@ WEFT_API int     weft_sleep(uint64_t ns);
 WEFT_API int     weft_yield(void);
 
 /* ------------------------------------------------------------------------------
+ * Child processes and blocking calls
+ * ---------------------------------------------------------------------------- */
+
+/* waitpid(2) for one child: pid > 0, options 0 or WNOHANG. Inside a task the task
+ * waits and its worker runs other work: the child's pidfd waits on the worker's
+ * io_uring (on the blocking backend: in its one poller thread), so a thousand
+ * children waited on cost no thread each; where pidfd_open is missing (before
+ * Linux 5.3) a blocking thread waits. Outside a task it is waitpid(2) (EINTR
+ * retried). Never touches SIGCHLD's disposition, never waits for -1 or a process
+ * group, never reaps another child.
+ * Returns the pid (0 with WNOHANG while the child runs) and stores a waitpid-style
+ * status in *status (status may be NULL; use WIFEXITED, WIFSIGNALED, ...).
+ * Errors: -EINVAL pid <= 0 or options other than WNOHANG; -ECHILD not a child of
+ * this process, reaped elsewhere already, or SIGCHLD is SIG_IGN (the kernel reaps
+ * it); -ECANCELED inside a task of a cancelled scope, or its scope was cancelled
+ * while it waited: the child is left unreaped (reap it later). (Without pidfd a
+ * cancelled wait returns only when the child exits, still unreaped.)
+ * Thread context: any thread.
+ *
+ * The signal-mask trap: worker threads block asynchronous signals, and a child
+ * inherits the mask of the thread that forks or spawns it. A child started from a
+ * task with fork()/exec or posix_spawn() therefore starts with SIGINT, SIGTERM,
+ * SIGHUP, SIGCHLD, ... blocked: it survives Ctrl-C and make's kill. Start children
+ * from tasks with weft_posix_spawnp (below), or set the mask yourself (after fork,
+ * sigprocmask in the child; posix_spawnattr_setsigmask). */
+WEFT_API int weft_waitpid(pid_t pid, int *status, int options);
+
+/* posix_spawnp(3), with its arguments, for programs that start children from
+ * tasks: unless attr sets POSIX_SPAWN_SETSIGMASK, the child starts with the
+ * signal mask of the thread that created the pool of the calling worker, not the
+ * worker's (see the trap above). attr is never modified (a copy carries the mask).
+ * Outside a task: posix_spawnp itself. The caller reaps the child (weft_waitpid).
+ * Returns 0 and sets *pid (pid may be NULL); -EINVAL file or argv NULL; otherwise
+ * posix_spawnp's error as -errno (-ENOENT no such program, -EACCES, -ENOMEM, ...).
+ * Thread context: any thread. */
+WEFT_API int weft_posix_spawnp(pid_t *pid, const char *file,
+                               const posix_spawn_file_actions_t *fa,
+                               const posix_spawnattr_t *attr, char *const argv[],
+                               char *const envp[]);
+
+/* Run fn(arg), a call that may block in the kernel (getaddrinfo, a database
+ * client, a library doing its own I/O), on the pool's blocking threads while the
+ * calling task waits without holding its worker; returns fn's result. The threads
+ * start on demand, at least max(4, 2 x workers) of them can run at once, on either
+ * I/O backend; more calls wait in a queue. They are for calls that block, not for
+ * CPU work (run that as tasks), and on the blocking I/O backend they are the same
+ * threads that run the I/O. fn runs with asynchronous signals blocked. Once fn
+ * starts it runs to completion (cancelling the scope does not interrupt it; its
+ * result is returned); a call still queued when the scope is cancelled does not run
+ * and returns -ECANCELED. Outside a task: calls fn on the calling thread.
+ * Errors: -EINVAL fn is NULL; -ECANCELED (a cancelled scope's task; fn not called).
+ * Thread context: any thread. */
+WEFT_API int weft_run_blocking(weft_fn fn, void *arg);
+
+/* ------------------------------------------------------------------------------
  * Observability
  * ---------------------------------------------------------------------------- */
 
@@ -325,7 +410,9 @@ struct weft__job {
     _Atomic(int64_t) idx;       /* join jobs: the deque index it was pushed at;
                                    WEFT__IDX_TAKEN once someone else popped it */
     struct weft__job *next;     /* injector and free lists */
-    struct weft_scope *scope;   /* frames only (join jobs leave it unset) */
+    struct weft_scope *scope;   /* frames: their scope; join jobs: the scope of the
+                                   task that forked them (who else runs b runs it in
+                                   that scope, so cancellation reaches b) */
 };
 
 /* A split work-stealing deque (lib/deque.c): jobs in [top, split) may be stolen,
@@ -339,7 +426,9 @@ struct weft__deque {
     int64_t mask;                        /* owner-private copy of buf->mask */
     _Atomic(uint32_t) poke;              /* set by a parking worker: check for sleepers */
     uint32_t fence_full;                 /* 1: no membarrier: pushes fence (park.c) */
-    char pad_[64 - 6 * 8];
+    struct weft_scope *scope;            /* owner-private: the running task's scope
+                                            (lib/scope.c); join jobs record it */
+    char pad_[64 - 7 * 8];
     _Alignas(64) _Atomic(int64_t) top;   /* thieves CAS; owner CASes for the last item */
     char pad2_[64 - 8];
     _Atomic(void *) buf;                 /* current array (struct in deque.h) */
@@ -386,6 +475,7 @@ static inline int weft_join(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
     struct weft__job job;
     job.fn = b;
     job.arg = arg_b;
+    job.scope = dq->scope; /* same line as bottom: no extra miss */
     atomic_store_explicit(&job.idx, i, memory_order_relaxed);
     atomic_store_explicit(&job.latch.word, 0, memory_order_relaxed);
     atomic_store_explicit(&dq->slots[i & dq->mask], &job, memory_order_relaxed);

@@ -19,6 +19,12 @@
  * Threads start on demand, up to max(4, 2 x workers), and live until the pool is
  * destroyed. They block every signal (they are started by workers, which do).
  *
+ * The same threads serve both backends for what has no ring operation: user calls
+ * that block (weft_run_blocking: WEFT__OP_CALL, which runs to completion once
+ * started) and, where pidfd_open is missing, waiting for a child (WEFT__OP_WAITPID,
+ * proc.c). A pidfd (WEFT__OP_POLL) waits in the poller and completes there as
+ * soon as it is readable: a thousand children waited on cost no thread each.
+ *
  * Cancellation (io.c calls weft__blocking_cancel under the scope's lock): a queued
  * operation is taken off the queue and completes with -ECANCELED; one waiting in
  * the poller is marked and the poller completes it; one whose syscall is running
@@ -35,6 +41,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -102,6 +109,22 @@ int64_t weft__op_syscall(struct weft__op *op)
             ;
         return 0;
     }
+    case WEFT__OP_POLL: {
+        struct pollfd p = {.fd = op->fd, .events = POLLIN};
+        while ((r = poll(&p, 1, -1)) < 0 && errno == EINTR)
+            ;
+        return r < 0 ? -errno : p.revents;
+    }
+    case WEFT__OP_CALL:
+        return op->fn(op->arg); /* the user's result, as it is */
+    case WEFT__OP_WAITPID: {
+        /* WNOWAIT: the task reaps, so a cancelled wait leaves the child unreaped. */
+        siginfo_t si;
+        while ((r = waitid(P_PID, (id_t)op->fd, &si, WEXITED | WNOWAIT)) < 0 &&
+               errno == EINTR)
+            ;
+        break;
+    }
     }
     return r < 0 ? -errno : r;
 }
@@ -112,9 +135,8 @@ int weft__blocking_init(weft_pool *pool)
     if (!b)
         return -ENOMEM;
     b->pool = pool;
+    /* At least max(4, 2 x workers) at once (weft.h: weft_run_blocking). */
     b->max_threads = pool->nthreads * 2 < 4 ? 4 : pool->nthreads * 2;
-    if (b->max_threads > 64)
-        b->max_threads = 64;
     b->threads = WEFT__FAULT("blocking.alloc") ? NULL
                                                : calloc(b->max_threads, sizeof(pthread_t));
     b->efd = WEFT__FAULT("blocking.eventfd") ? -1 : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -359,6 +381,7 @@ static void *poller_main(void *arg)
             ssize_t rr = read(b->efd, &v, sizeof(v));
             (void)rr;
         }
+        struct weft__op *ready = NULL;
         for (size_t i = 1; i < n; i++) {
             if (!fds[i].revents)
                 continue;
@@ -369,7 +392,24 @@ static void *poller_main(void *arg)
                     b->nwaiting--;
                     break;
                 }
+            if (op->kind == WEFT__OP_POLL) {
+                /* Readiness is the result (a pidfd: the child exited): done here,
+                 * no blocking thread. */
+                op->res = fds[i].revents;
+                op->bnext = ready;
+                ready = op;
+                continue;
+            }
             enqueue_locked(b, op);
+        }
+        if (ready) {
+            pthread_mutex_unlock(&b->mu);
+            while (ready) {
+                struct weft__op *op = ready;
+                ready = op->bnext;
+                complete(op, op->res);
+            }
+            pthread_mutex_lock(&b->mu);
         }
     }
     pthread_mutex_unlock(&b->mu);
@@ -382,6 +422,8 @@ static void *poller_main(void *arg)
 static bool needs_poll(const struct weft__op *op)
 {
     switch (op->kind) {
+    case WEFT__OP_POLL:
+        return true;
     case WEFT__OP_READ:
     case WEFT__OP_WRITE:
     case WEFT__OP_RECV:
@@ -460,6 +502,15 @@ int64_t weft__blocking_run(struct weft__worker *w, struct weft__op *op)
     }
     op->flags &= ~0x40000000;
     return op->res;
+}
+
+unsigned weft__blocking_threads(const weft_pool *pool)
+{
+    struct weft__blocking *b = pool->blocking;
+    pthread_mutex_lock(&b->mu);
+    unsigned n = b->nthreads;
+    pthread_mutex_unlock(&b->mu);
+    return n;
 }
 
 void weft__blocking_cancel(weft_pool *pool, struct weft__op *op)

@@ -32,7 +32,7 @@ void weft__op_cancel(struct weft__op *op)
     if (atomic_load_explicit(&op->cancelled, memory_order_relaxed))
         return;
     atomic_store_explicit(&op->cancelled, true, memory_order_relaxed);
-    if (op->w->io)
+    if (op->w->io && !op->on_blocking)
         weft__uring_cancel(op);
     else
         weft__blocking_cancel(op->w->pool, op);
@@ -41,7 +41,7 @@ void weft__op_cancel(struct weft__op *op)
 /* Inside a task of a cancelled scope: its I/O calls return -ECANCELED at once. */
 static bool cancelled_here(const struct weft__worker *w)
 {
-    return w->scope && weft_scope_cancelled(w->scope);
+    return w->dq.scope && weft_scope_cancelled(w->dq.scope);
 }
 
 static int64_t run(struct weft__op *op)
@@ -50,18 +50,19 @@ static int64_t run(struct weft__op *op)
     if (!w)
         return weft__op_syscall(op);
     WEFT__COUNT(w, io_ops);
-    if (!w->fiber || (!w->io && !w->pool->blocking))
+    if (!w->fiber)
         return weft__op_syscall(op); /* nowhere to suspend to */
     op->w = w;
     op->done = false;
     op->suspended = false;
     op->cancel_queued = false;
     atomic_init(&op->cancelled, false);
-    struct weft_scope *s = w->scope;
+    struct weft_scope *s = w->dq.scope;
     op->scope = s;
     if (s && weft__scope_op_add(s, op) != 0)
         return -ECANCELED;
-    int64_t r = w->io ? weft__uring_run(w, op) : weft__blocking_run(w, op);
+    int64_t r = w->io && !op->on_blocking ? weft__uring_run(w, op)
+                                          : weft__blocking_run(w, op);
     if (s) {
         weft__scope_op_del(s, op);
         if (atomic_load_explicit(&op->cancelled, memory_order_relaxed) &&
@@ -69,6 +70,17 @@ static int64_t run(struct weft__op *op)
             r = -ECANCELED;
     }
     return r;
+}
+
+/* For proc.c's operations (reactor.h). */
+int64_t weft__op_run(struct weft__op *op)
+{
+    return run(op);
+}
+
+bool weft__cancelled_here(const struct weft__worker *w)
+{
+    return cancelled_here(w);
 }
 
 /* Operations on the caller's stack, zeroed but for the fields each call sets. */

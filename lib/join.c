@@ -58,6 +58,7 @@ int weft__join_fenced(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
     struct weft__job job;
     job.fn = b;
     job.arg = arg_b;
+    job.scope = w->dq.scope;
     weft__latch_init(&job.latch);
     atomic_init(&job.idx, atomic_load_explicit(&w->dq.bottom, memory_order_relaxed));
     if (weft__deque_push(&w->dq, &job, false) != 0) { /* no memory to grow: run inline */

@@ -166,8 +166,11 @@ static void worker_free(struct weft__worker *w)
 static void pool_free_memory(weft_pool *pool)
 {
     weft__js_pool_fini(pool);   /* gives every token back (none if dead) */
-    weft__uring_pool_free(pool);
+    /* Threads that may still wake workers go first: a blocking thread that has
+     * just made a task ready may still be writing to its worker's eventfd. */
     weft__blocking_free(pool);
+    weft__timer_free(pool);
+    weft__uring_pool_free(pool);
 #ifdef WEFT_HAVE_FIBERS
     if (pool->stacks.map_size) {
         if (atomic_load_explicit(&pool->dead, memory_order_relaxed))
@@ -306,7 +309,9 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
     pool->ring_entries = o.ring_entries;
     if (!(o.flags & WEFT_POOL_NO_URING))
         pool->uring = weft__uring_pool_init(pool);
-    if (!pool->uring && weft__blocking_init(pool) != 0) {
+    /* The blocking threads exist on both backends (weft_run_blocking), started
+     * on demand; the timer thread too, on the first deadline. */
+    if (weft__blocking_init(pool) != 0 || weft__timer_init(pool) != 0) {
         pool_free(pool);
         return -ENOMEM;
     }
@@ -319,6 +324,7 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
     for (size_t k = 0; k < sizeof(sync_sigs) / sizeof(sync_sigs[0]); k++)
         sigdelset(&all, sync_sigs[k]);
     pthread_sigmask(SIG_SETMASK, &all, &old);
+    pool->creator_mask = old; /* children spawned from tasks get it back (proc.c) */
     unsigned started = 0;
     int err = 0;
     for (; started < o.threads; started++) {

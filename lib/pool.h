@@ -5,6 +5,7 @@
 
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <signal.h>
 #include <stdalign.h>
 #include <stdatomic.h>
 
@@ -24,6 +25,7 @@
 struct weft__io;      /* uring.c: a worker's ring */
 struct weft__blocking; /* blocking.c: the fallback backend's threads */
 struct weft__js;       /* jobserver.c: the pool's workers' tokens */
+struct weft__timer;    /* timer.c: scope deadlines */
 
 /* A suspended task (sched.c). Lives on the suspended fiber's own stack. job is what
  * the ready queues hold (tagged WEFT__RESUME_TAG when handed out by find_work). */
@@ -61,13 +63,13 @@ struct weft__worker {
     unsigned *group_end;
     unsigned ngroups;
     /* Suspension (sched.c), owner-private: the fiber running now, the thread's own
-     * stack (to exit on), spare loop fibers, the scope of the running task (a
-     * fiber-local value kept here while the fiber runs), and the action to run
-     * after the next switch. */
+     * stack (to exit on), spare loop fibers, and the action to run after the next
+     * switch. The scope of the running task (a fiber-local value kept here while
+     * the fiber runs) is dq.scope, on the deque's owner line, where weft.h's
+     * inline join reads it for the job it pushes. */
     struct weft__fiber *fiber;
     struct weft__fiber *spare[WEFT__SPARE_FIBERS];
     unsigned nspare;
-    struct weft_scope *scope;
     weft__after_fn after;
     struct weft__wait *after_wt;
     void *after_arg;
@@ -130,8 +132,13 @@ struct weft_pool {
     struct weft__stack_cache stacks;      /* fiber stacks (sched.c) */
 #endif
     bool uring;                           /* workers have rings (uring.c) */
-    struct weft__blocking *blocking;      /* fallback backend (blocking.c), or NULL */
+    struct weft__blocking *blocking;      /* blocking threads (blocking.c): the fallback
+                                             backend, weft_run_blocking, waitpid
+                                             without pidfd; threads start on demand */
     struct weft__js *js;                  /* make's jobserver (jobserver.c), or NULL */
+    struct weft__timer *timer;            /* deadlines (timer.c) */
+    sigset_t creator_mask;                /* signal mask of the thread that created
+                                             the pool (weft_posix_spawnp) */
     unsigned ring_entries;
     struct weft__worker **workers;
     const struct weft__topo *topo;        /* process-wide, read once */

@@ -11,6 +11,9 @@ enum weft__op_kind {
     WEFT__OP_OPEN, WEFT__OP_CLOSE, WEFT__OP_READ, WEFT__OP_WRITE, WEFT__OP_STATX,
     WEFT__OP_FSYNC, WEFT__OP_ACCEPT, WEFT__OP_CONNECT, WEFT__OP_RECV, WEFT__OP_SEND,
     WEFT__OP_SLEEP,
+    WEFT__OP_POLL,      /* wait until fd is readable (a pidfd: proc.c); res: revents */
+    WEFT__OP_CALL,      /* fn(arg) on a blocking thread (weft_run_blocking) */
+    WEFT__OP_WAITPID,   /* waitid(P_PID, fd, WEXITED | WNOWAIT) on a blocking thread */
 };
 
 /* One I/O operation of a task, on the task's (suspended) stack. */
@@ -30,6 +33,9 @@ struct weft__op {
     socklen_t *addrlenp;             /* accept */
     void *stx;                       /* struct statx */
     struct timespec ts;              /* sleep: relative; blocking: absolute deadline */
+    int (*fn)(void *);               /* call */
+    void *arg;
+    bool on_blocking;                /* runs on the blocking threads on either backend */
     int64_t res;
     bool done;                       /* result is in (set by the owner's reap) */
     bool suspended;                  /* the task has switched away (owner-private) */
@@ -78,10 +84,45 @@ void weft__uring_unqueue(struct weft__op *op);
  * success *data / *size as weft_read_file's; on error buf is freed, -errno. */
 int weft__read_rest(int fd, char *buf, size_t len, size_t cap, void **data, size_t *size);
 
+/* io.c: run op for the calling task: the syscall outside a task; else on the
+ * ring, or on the blocking threads (no ring, or op->on_blocking), the task
+ * suspended meanwhile and op on its scope's list for cancellation. op's fields for
+ * the call are set, the rest zero. Returns the result or -errno; -ECANCELED in a
+ * cancelled scope. */
+int64_t weft__op_run(struct weft__op *op);
+/* Inside a task of a cancelled scope (w: the calling worker)? */
+bool weft__cancelled_here(const struct weft__worker *w);
 /* io.c: ask op's backend to cancel it (scope.c, under the scope's lock). */
 void weft__op_cancel(struct weft__op *op);
 
+/* timer.c: scope deadlines, one timer thread per pool. An entry lives in its scope;
+ * every field is under the timer's lock. */
+struct weft__deadline {
+    struct weft_scope *scope;
+    uint64_t when;                   /* CLOCK_MONOTONIC ns */
+    size_t idx;                      /* in the heap, while armed */
+    bool armed;
+};
+uint64_t weft__now_ns(void);
+int  weft__timer_init(weft_pool *pool);
+void weft__timer_free(weft_pool *pool);
+/* Arm d to fire at when, or earlier if it is armed already (the earliest wins).
+ * -ENOMEM, or -EAGAIN when the timer thread cannot start. */
+int  weft__timer_arm(weft_pool *pool, struct weft__deadline *d, uint64_t when);
+/* d will not fire (waits for a firing that is under way). */
+void weft__timer_disarm(weft_pool *pool, struct weft__deadline *d);
+/* Testing hooks: entries armed; whether the thread exists. */
+size_t weft__timer_armed(const weft_pool *pool);
+bool weft__timer_started(const weft_pool *pool);
+/* scope.c: cancel s with err (-ETIMEDOUT); called by the timer thread. */
+void weft__scope_expire(struct weft_scope *s, int err);
+
+/* proc.c: testing hook, weft_waitpid as where pidfd_open is missing. */
+extern _Atomic(bool) weft__proc_no_pidfd;
+
 /* blocking.c */
+/* Threads the blocking pool has started (testing hook). */
+unsigned weft__blocking_threads(const weft_pool *pool);
 int  weft__blocking_init(weft_pool *pool);
 void weft__blocking_free(weft_pool *pool);
 int64_t weft__blocking_run(struct weft__worker *w, struct weft__op *op);

@@ -234,7 +234,7 @@ void weft__switch_to(struct weft__worker *w, struct weft__fiber *to, weft__after
                      struct weft__wait *wt, void *arg)
 {
     struct weft__fiber *from = w->fiber;
-    struct weft_scope *scope = w->scope;
+    struct weft_scope *scope = w->dq.scope;
     w->switches++;
     /* The fiber that leaves may have private jobs on the deque: let thieves have
      * them while it waits (deque.c); and finishes it deferred count (scope.c). */
@@ -250,7 +250,7 @@ void weft__switch_to(struct weft__worker *w, struct weft__fiber *to, weft__after
     weft__fiber_switch(from, to, NULL);
     w = weft__current();
     run_after(w);
-    w->scope = scope;
+    w->dq.scope = scope;
 }
 
 /* The worker loop. Runs on a fiber; every fiber's bottom frame is one. */
@@ -266,7 +266,7 @@ static noreturn void bottom_loop(void)
             continue;
         if (weft__is_resume(job))
             exit_to(w, wait_of(job)->fiber); /* nothing of ours is left on this stack */
-        w->scope = NULL;
+        w->dq.scope = NULL;
         weft__run_job(w, job);
     }
 }

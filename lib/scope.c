@@ -27,11 +27,29 @@
  * limit, the frame is parked on the scope's deferred list (under the scope's lock:
  * the limited path only) and the task that finishes next admits it. So at most k
  * tasks of the scope ever run at once and no worker blocks on the limit.
+ *
+ * Nesting: a scope opened inside a task of scope P (the worker's dq.scope, any
+ * pool) links itself into P's list of kids when it starts, and out when it has
+ * finished, so P's cancel reaches it: scope_fail cancels the scope's in-flight I/O
+ * and waits, then its kids, recursively. The kids list has its own spinlock
+ * (klock, kids_lock()): a nested weft_scope_run takes its parent's at each end, and a
+ * pthread mutex there cost ~165 instructions per nested scope (callgrind: 2 lock
+ * and 2 unlock calls) against ~10; only a cancel holds it for long, while it walks
+ * the kids, and waiters yield. Lock order: P's klock, then a kid's mu, then the
+ * kid's klock (never the other way). A kid opened in a cancelled scope does
+ * not start: -ECANCELED, body not called. Spawns pay nothing for nesting, an
+ * outermost scope nothing. Join jobs carry the scope of the task that forked them
+ * (weft.h), so whoever runs the b side runs it in that scope.
+ *
+ * Deadlines (weft_scope_deadline): an entry in the scope, armed on the pool's
+ * timer (timer.c), which cancels the scope with -ETIMEDOUT. The end of a scope
+ * disarms it, only if a deadline was ever set: nothing is left to cost later.
  */
 #define _GNU_SOURCE
 #include "reactor.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
 
 struct weft_scope {
@@ -45,7 +63,33 @@ struct weft_scope {
     unsigned running;
     struct weft__job *deferred_head, *deferred_tail;
     struct weft__op *ops;          /* in-flight I/O of its tasks (under mu; io.c) */
+    struct weft_scope *parent;     /* scope of the task that opened it, or NULL */
+    _Atomic(uint32_t) klock;       /* spinlock: kids and their links */
+    struct weft_scope *kids;       /* scopes opened inside its tasks (klock) */
+    struct weft_scope *kprev, *knext; /* in parent->kids (parent->klock) */
+    _Atomic(bool) has_deadline;    /* weft_scope_deadline was called (relaxed: the
+                                      scope's latch orders it before the end) */
+    struct weft__deadline deadline; /* under the pool's timer lock (timer.c) */
 };
+
+static void kids_lock(struct weft_scope *s)
+{
+    /* Acquire: pairs with the release in kids_unlock(). */
+    while (atomic_exchange_explicit(&s->klock, 1, memory_order_acquire) != 0) {
+        for (unsigned k = 0; atomic_load_explicit(&s->klock, memory_order_relaxed); k++) {
+            if (k < 64)
+                weft__cpu_relax();
+            else
+                sched_yield(); /* a cancel walks the kids: it may take a while */
+        }
+    }
+}
+
+static void kids_unlock(struct weft_scope *s)
+{
+    /* Release: pairs with the acquire exchange in kids_lock(). */
+    atomic_store_explicit(&s->klock, 0, memory_order_release);
+}
 
 /* Frames use job.result as the "already admitted" mark (frames have no result). */
 #define ADMITTED 1
@@ -57,13 +101,57 @@ static void scope_fail(struct weft_scope *s, int err)
                                             memory_order_relaxed);
     /* Release: tasks that see the flag also see the error. Pairs with the acquire
      * load in weft_scope_cancelled() and run_frame(). */
-    atomic_store_explicit(&s->cancelled, true, memory_order_release);
-    /* In-flight I/O of its tasks: cancel it (io.c). An operation added after this
-     * walk sees the flag under mu (weft__scope_op_add). */
+    if (atomic_exchange_explicit(&s->cancelled, true, memory_order_release))
+        return; /* cancelled before: that call walks (or walked) the lists */
+    /* In-flight I/O of its tasks: cancel it (io.c); then the scopes nested in its
+     * tasks. An operation or a kid added after this walk sees the flag under mu
+     * (weft__scope_op_add, link_kid). */
     pthread_mutex_lock(&s->mu);
     for (struct weft__op *op = s->ops; op; op = op->snext)
         weft__op_cancel(op);
     pthread_mutex_unlock(&s->mu);
+    kids_lock(s);
+    for (struct weft_scope *k = s->kids; k; k = k->knext)
+        scope_fail(k, -ECANCELED);
+    kids_unlock(s);
+}
+
+void weft__scope_expire(struct weft_scope *s, int err)
+{
+    scope_fail(s, err);
+}
+
+/* s starts inside a task of p: onto p's kids, unless p is cancelled (-ECANCELED). */
+static int link_kid(struct weft_scope *p, struct weft_scope *s)
+{
+    kids_lock(p);
+    /* Relaxed: kids_lock orders it against scope_fail's walk, which sets the flag
+     * before it takes the lock. */
+    if (atomic_load_explicit(&p->cancelled, memory_order_relaxed)) {
+        kids_unlock(p);
+        return -ECANCELED;
+    }
+    s->parent = p;
+    s->kprev = NULL;
+    s->knext = p->kids;
+    if (p->kids)
+        p->kids->kprev = s;
+    p->kids = s;
+    kids_unlock(p);
+    return 0;
+}
+
+static void unlink_kid(struct weft_scope *s)
+{
+    struct weft_scope *p = s->parent;
+    kids_lock(p);
+    if (s->kprev)
+        s->kprev->knext = s->knext;
+    else
+        p->kids = s->knext;
+    if (s->knext)
+        s->knext->kprev = s->kprev;
+    kids_unlock(p);
 }
 
 int weft__scope_op_add(struct weft_scope *s, struct weft__op *op)
@@ -202,6 +290,25 @@ WEFT_API void weft_scope_cancel(weft_scope *s, int err)
         scope_fail(s, err ? err : -ECANCELED);
 }
 
+WEFT_API void weft_scope_deadline(weft_scope *s, uint64_t timeout_ns)
+{
+    if (!s)
+        return;
+    if (timeout_ns == 0) {
+        scope_fail(s, -ETIMEDOUT);
+        return;
+    }
+    /* Acquire: pairs with the release in scope_fail(). */
+    if (atomic_load_explicit(&s->cancelled, memory_order_acquire))
+        return; /* nothing left to time */
+    uint64_t now = weft__now_ns();
+    uint64_t when = timeout_ns > UINT64_MAX - now ? UINT64_MAX : now + timeout_ns;
+    atomic_store_explicit(&s->has_deadline, true, memory_order_relaxed);
+    int err = weft__timer_arm(s->pool, &s->deadline, when);
+    if (err)
+        scope_fail(s, err); /* no timer: fail now rather than run unbounded */
+}
+
 WEFT_API bool weft_scope_cancelled(const weft_scope *s)
 {
     /* Acquire: pairs with the release in scope_fail(). */
@@ -233,12 +340,12 @@ void weft__run_frame(struct weft__worker *w, struct weft__job *f)
     }
     /* Acquire: pairs with the release in scope_fail(). */
     if (!atomic_load_explicit(&s->cancelled, memory_order_acquire)) {
-        struct weft_scope *outer = w->scope;
-        w->scope = s;
+        struct weft_scope *outer = w->dq.scope;
+        w->dq.scope = s;
         int r = f->fn(f->arg);
         /* f->fn may have suspended and resumed on another worker. */
         w = weft__current();
-        w->scope = outer;
+        w->dq.scope = outer;
         if (r)
             scope_fail(s, r);
     }
@@ -288,7 +395,17 @@ WEFT_API int weft_scope_run(weft_pool *pool, int (*body)(weft_scope *s, void *ar
     atomic_init(&s.cancelled, false);
     atomic_init(&s.limit, 0);
     weft__latch_init(&s.done);
+    atomic_init(&s.has_deadline, false);
+    atomic_init(&s.klock, 0);
+    s.deadline.scope = &s;
     pthread_mutex_init(&s.mu, NULL);
+    /* Opened inside a task of another scope (of any pool): nested in it. */
+    struct weft__worker *self = weft__current();
+    struct weft_scope *parent = self ? self->dq.scope : NULL;
+    if (parent && link_kid(parent, &s) != 0) {
+        pthread_mutex_destroy(&s.mu);
+        return -ECANCELED;
+    }
 
     struct weft__worker *w = weft__worker_of(pool);
     bool outside = !w;
@@ -297,9 +414,9 @@ WEFT_API int weft_scope_run(weft_pool *pool, int (*body)(weft_scope *s, void *ar
     /* The wait may run this worker's jobs from here up, not the ones below: those
      * belong to frames under this call (see weft__find_work). */
     int64_t floor = w ? atomic_load_explicit(&w->dq.bottom, memory_order_relaxed) : 0;
-    struct weft_scope *outer = w ? w->scope : NULL;
+    struct weft_scope *outer = w ? w->dq.scope : NULL;
     if (w)
-        w->scope = &s;
+        w->dq.scope = &s;
     int r = body(&s, arg);
     if (!outside) {
         /* body may have suspended and resumed on another worker. */
@@ -307,7 +424,7 @@ WEFT_API int weft_scope_run(weft_pool *pool, int (*body)(weft_scope *s, void *ar
         if (now != w)
             floor = INT64_MIN;
         w = now;
-        w->scope = outer;
+        w->dq.scope = outer;
     }
     if (r)
         scope_fail(&s, r);
@@ -315,6 +432,10 @@ WEFT_API int weft_scope_run(weft_pool *pool, int (*body)(weft_scope *s, void *ar
         weft__acct_flush(w); /* finishes of our tasks held here must count */
     scope_release(&s);
     weft__latch_wait_floor(w, &s.done, floor);
+    if (atomic_load_explicit(&s.has_deadline, memory_order_relaxed))
+        weft__timer_disarm(pool, &s.deadline);
+    if (s.parent)
+        unlink_kid(&s);
     if (outside)
         /* Release: pairs with the acquire load in weft_pool_destroy(). */
         atomic_fetch_sub_explicit(&pool->outside, 1, memory_order_release);

@@ -40,6 +40,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <liburing.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -361,6 +362,14 @@ static void prep(struct io_uring_sqe *sqe, struct weft__op *op)
         break;
     case WEFT__OP_SLEEP:
         io_uring_prep_timeout(sqe, (struct __kernel_timespec *)(void *)&op->ts, 0, 0);
+        break;
+    case WEFT__OP_POLL:
+        io_uring_prep_poll_add(sqe, op->fd, POLLIN);
+        break;
+    case WEFT__OP_CALL:
+    case WEFT__OP_WAITPID:
+        /* on_blocking: never on a ring (io.c) */
+        io_uring_prep_nop(sqe);
         break;
     }
 }

@@ -99,14 +99,11 @@ void weft__run_job(struct weft__worker *w, struct weft__job *job)
      * and must not be touched after the latch is set. Mark it taken: its joiner's
      * inline pop must not mistake a later job at the same index for it (weft.h). */
     atomic_store_explicit(&job->idx, WEFT__IDX_TAKEN, memory_order_relaxed);
-    /* Not in the scope of the task this worker may be helping from (a wait): that
-     * scope's cancellation must not reach the job's I/O (tests/test_chaos.c). A
-     * join job does not record its joiner's scope, so it runs in none. */
-    struct weft_scope *outer = w->scope;
-    w->scope = NULL;
+    /* It runs in the scope of the task that forked it (weft.h), whoever runs it. */
+    struct weft_scope *outer = w->dq.scope;
+    w->dq.scope = job->scope;
     job->result = job->fn(job->arg);
-    w = weft__current(); /* fn may have suspended and resumed elsewhere */
-    w->scope = outer;
+    weft__current()->dq.scope = outer; /* fn may have moved us to another worker */
     weft__latch_set(&job->latch);
 }
 
