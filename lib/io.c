@@ -83,6 +83,26 @@ static bool cancelled_here(const struct weft__worker *w)
  * backend. A pipe's or socket's short read is just what there was.
  * ---------------------------------------------------------------------------- */
 
+/* openat2 with RESOLVE_CACHED cannot answer in this process. Relaxed: a hint, the
+ * same answer for every thread. */
+static _Atomic(bool) openat2_useless;
+
+/* Does openat2 with RESOLVE_CACHED work at all? Asked when an open failed with an
+ * error that could mean it does not: no openat2 (before Linux 5.6; Valgrind 3.19
+ * does not know it either), no RESOLVE_CACHED (before 5.12), a seccomp filter. An
+ * open of "/" answers. */
+static bool openat2_works(void)
+{
+    struct open_how how;
+    memset(&how, 0, sizeof(how));
+    how.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_CACHED;
+    long fd = syscall(SYS_openat2, AT_FDCWD, "/", &how, sizeof(how));
+    if (fd >= 0)
+        close((int)fd);
+    return fd >= 0 || errno == EAGAIN;
+}
+
 /* 1: op->res is the result (op->eof: a read that ended at EOF); 0: go to the
  * backend (for *partial more bytes, op moved past the ones already done). */
 static int try_cached(struct weft__op *op, int64_t *partial)
@@ -102,6 +122,8 @@ static int try_cached(struct weft__op *op, int64_t *partial)
         op->res = statx(op->fd, op->path, op->flags, op->mask, op->stx) < 0 ? -errno : 0;
         return 1;
     case WEFT__OP_OPEN: {
+        if (atomic_load_explicit(&openat2_useless, memory_order_relaxed))
+            return 0;
         struct open_how how;
         memset(&how, 0, sizeof(how));
         how.flags = (uint64_t)(unsigned)op->flags;
@@ -114,8 +136,15 @@ static int try_cached(struct weft__op *op, int64_t *partial)
             return 1;
         }
         int e = errno;
-        if (e == EAGAIN || e == EINVAL || e == ENOSYS || e == E2BIG || e == EPERM)
-            return 0; /* not cached, or openat2 cannot say (seccomp, old kernel) */
+        if (e == EAGAIN)
+            return 0; /* not cached */
+        if (e == ENOSYS || e == EPERM || e == E2BIG || e == EINVAL) {
+            /* This call's own error (the backend reports it), or openat2 cannot say
+             * here at all: then stop asking. */
+            if (!openat2_works())
+                atomic_store_explicit(&openat2_useless, true, memory_order_relaxed);
+            return 0;
+        }
         op->res = -e;
         return 1;
     }
