@@ -379,9 +379,11 @@ WEFT_API int weft_read_file(const char *path, void **data, size_t *size)
     size_t len = (size_t)r;
     if (!eof && len < RF_FIRST) {
         /* Short, not proven the end: for a regular file it is (weft_read's
-         * promise); anything else reads on to a 0. */
+         * promise); anything else reads on to a 0. So do files that say they
+         * are empty: /proc and /sys files are "regular", of size 0, and return
+         * a record or a page per read (/proc/self/smaps). */
         struct stat st;
-        eof = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+        eof = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0;
     }
     if (!eof)
         return weft__read_rest(fd, buf, len, RF_FIRST, data, size);
@@ -399,8 +401,8 @@ int weft__read_rest(int fd, char *buf, size_t len, size_t cap, void **data, size
 {
     struct stat st;
     bool reg = false;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
-        reg = true;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+        reg = true; /* a short read is its end; not for size 0 (/proc, /sys) */
         if ((size_t)st.st_size >= cap && st.st_size > 0)
             cap = (size_t)st.st_size + 1; /* + 1: a short read then proves EOF */
     }
