@@ -315,6 +315,14 @@ WEFT_API ssize_t weft_send(int fd, const void *buf, size_t len, int flags)
     return (ssize_t)run(&op);
 }
 
+/* Close a descriptor weft_read_file opened itself: always (weft_close returns
+ * -ECANCELED in a cancelled scope without closing, which would leak it when a
+ * cancel ends the read), and as the plain syscall, as weft_close would be. */
+static void close_own(int fd)
+{
+    close(fd);
+}
+
 /* weft_read_file's first read: a file up to this size takes one read and no stat
  * (the buffer shrinks to the file afterwards). */
 #define RF_FIRST ((size_t)64 * 1024)
@@ -366,14 +374,14 @@ WEFT_API int weft_read_file(const char *path, void **data, size_t *size)
         return fd;
     char *buf = malloc(RF_FIRST + 1);
     if (!buf) {
-        weft_close(fd);
+        close_own(fd);
         return -ENOMEM;
     }
     bool eof;
     ssize_t r = read_eof(fd, buf, RF_FIRST, 0, &eof);
     if (r < 0) {
         free(buf);
-        weft_close(fd);
+        close_own(fd);
         return (int)r;
     }
     size_t len = (size_t)r;
@@ -387,7 +395,7 @@ WEFT_API int weft_read_file(const char *path, void **data, size_t *size)
     }
     if (!eof)
         return weft__read_rest(fd, buf, len, RF_FIRST, data, size);
-    weft_close(fd);
+    close_own(fd);
     char *nb = realloc(buf, len + 1); /* give back what the file did not use */
     if (nb)
         buf = nb;
@@ -412,7 +420,7 @@ int weft__read_rest(int fd, char *buf, size_t len, size_t cap, void **data, size
     char *nb = realloc(buf, cap + 1);
     if (!nb) {
         free(buf);
-        weft_close(fd);
+        close_own(fd);
         return -ENOMEM;
     }
     buf = nb;
@@ -423,7 +431,7 @@ int weft__read_rest(int fd, char *buf, size_t len, size_t cap, void **data, size
             nb = realloc(buf, ncap + 1);
             if (!nb) {
                 free(buf);
-                weft_close(fd);
+                close_own(fd);
                 return -ENOMEM;
             }
             buf = nb;
@@ -434,7 +442,7 @@ int weft__read_rest(int fd, char *buf, size_t len, size_t cap, void **data, size
             if (r == -EINTR)
                 continue;
             free(buf);
-            weft_close(fd);
+            close_own(fd);
             return (int)r;
         }
         if (r == 0)
@@ -446,7 +454,7 @@ int weft__read_rest(int fd, char *buf, size_t len, size_t cap, void **data, size
         if (reg && (size_t)r < want && want <= RW_MAX)
             break;
     }
-    weft_close(fd);
+    close_own(fd);
     buf[len] = 0;
     *data = buf;
     *size = len;

@@ -16,6 +16,7 @@
 #include "harness.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -2057,4 +2058,77 @@ Test(reactor, read_file_of_proc_and_devices, .timeout = 60)
     }
     special_task(NULL);
     ASSERT_CLEAN("/proc and /dev files outside a task", "none");
+}
+
+/* weft_read_file cancelled while its read waits: it returns -ECANCELED (or its
+ * result, if the read won the race) and closes the file it opened. (weft_close
+ * returns -ECANCELED in a cancelled scope without closing: weft_read_file used it
+ * and leaked the descriptor.) The file is evicted first, so the read waits for the
+ * disk where the file system has a page cache to evict. */
+static int count_fds(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+struct cancel_rf {
+    const char *path;
+    int r;
+};
+
+static int cancel_rf_reader(void *p)
+{
+    struct cancel_rf *c = p;
+    void *data = NULL;
+    size_t size = 0;
+    c->r = weft_read_file(c->path, &data, &size);
+    free(data);
+    return 0;
+}
+
+static int cancel_rf_body(weft_scope *s, void *p)
+{
+    int r = weft_spawn(s, cancel_rf_reader, p);
+    if (r)
+        return r;
+    VCHECK(weft_yield(), 0); /* the reader starts, and waits for the disk */
+    weft_scope_cancel(s, -ECANCELED);
+    return 0;
+}
+
+static int cancel_rf_outer(void *p)
+{
+    weft_scope_run(NULL, cancel_rf_body, p);
+    return 0;
+}
+
+Test(reactor, cancelled_read_file_closes_its_file, .timeout = 60)
+{
+    char *dir = make_tmpdir();
+    char path[256];
+    snprintf(path, sizeof(path), "%s/cancel", dir);
+    cr_assert_eq(write_file(path, 4u << 20, 7), 0);
+    for (size_t b = 0; b < NBACKENDS; b++) {
+        const char *be = backend_want(backends[b]);
+        weft_pool *pool = pool_on(1, backends[b]);
+        int before = count_fds();
+        for (int k = 0; k < 8; k++) {
+            set_cache(path, 4u << 20, CACHE_COLD);
+            struct cancel_rf c = {path, 1};
+            cr_assert_eq(weft_run(pool, cancel_rf_outer, &c), 0);
+            cr_assert(c.r == 0 || c.r == -ECANCELED, "[%s] weft_read_file: %d", be, c.r);
+        }
+        ASSERT_CLEAN("cancelled weft_read_file", be);
+        cr_assert_eq(count_fds(), before, "[%s] descriptors leaked", be);
+        weft_pool_destroy(pool);
+    }
+    unlink(path);
+    rmdir(dir);
+    free(dir);
 }
