@@ -81,6 +81,12 @@ static bool cancelled_here(const struct weft__worker *w)
  * a read that ends on a page boundary, or at the file position (off == -1), is
  * checked with fstat: at the file's size it is EOF, else the rest goes to the
  * backend. A pipe's or socket's short read is just what there was.
+ *
+ * Known gap: RESOLVE_CACHED bounds the lookup, not the open itself, so opening a
+ * FIFO without O_NONBLOCK (which waits for the other end) or a device whose open
+ * waits holds the worker, on both backends. io_uring's own inline open adds
+ * O_NONBLOCK and takes it off the file afterwards, which a syscall cannot do
+ * without a second one (fcntl) on every open. Open FIFOs with O_NONBLOCK.
  * ---------------------------------------------------------------------------- */
 
 /* openat2 with RESOLVE_CACHED cannot answer in this process. Relaxed: a hint, the
