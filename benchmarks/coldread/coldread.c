@@ -46,7 +46,9 @@
  * difference).
  *
  * Each (tree, cache) runs --reps rounds (default 5; meson and benchmarks/run pass
- * more), each round every variant once in a fixed order; medians are reported with
+ * more), each round every variant once, round r starting at the r-th (under a VM
+ * the host's cache may keep what the guest evicted: whoever reads first in a round
+ * pays the disk, so every variant goes first as often); medians are reported with
  * the ratio serial median / median (> 1: faster) and, for the weft variants, the
  * ratio against blocking_read with the same worker count (> 1: ahead of blocking
  * reads). "inflight" is the most reads one run had in flight at once (files being
@@ -716,7 +718,11 @@ static int measure(struct tree *t, bool cold, int reps)
         for (int c = 0; c < ncfg; c++)
             run_config(&cfg[c], t, out);
     for (int r = 0; r < reps; r++) {
-        for (int c = 0; c < ncfg; c++) {
+        /* Round r starts at configuration r: on a VM the host may keep what the
+         * guest evicted, and the first reader of a round pays the real disk, so
+         * each configuration goes first (and last) as often as the others. */
+        for (int k = 0; k < ncfg; k++) {
+            int c = (r + k) % ncfg;
             if (cold)
                 evict(t);
             memset(out, 0, t->n * sizeof(*out));
