@@ -463,16 +463,16 @@ static void after_blocking(struct weft__worker *w, struct weft__wait *wt, void *
  * poller, for an op that polls first), started now if there is none yet. false:
  * none could be started, and a suspended op would wait forever; the caller blocks
  * instead. Later thread creations that fail are harmless: one thread exists. */
-static bool can_queue(struct weft__blocking *b, bool poll)
+static bool can_queue(struct weft__blocking *b, bool poll, bool thread)
 {
     pthread_mutex_lock(&b->mu);
-    if (b->nthreads == 0 && !WEFT__FAULT("thread.blocking") &&
+    if (thread && b->nthreads == 0 && !WEFT__FAULT("thread.blocking") &&
         pthread_create(&b->threads[0], NULL, bthread_main, b) == 0)
         b->nthreads = 1;
     if (poll && !b->poller_started && !WEFT__FAULT("thread.poller") &&
         pthread_create(&b->poller, NULL, poller_main, b) == 0)
         b->poller_started = true;
-    bool ok = b->nthreads > 0 && (!poll || b->poller_started);
+    bool ok = (!thread || b->nthreads > 0) && (!poll || b->poller_started);
     pthread_mutex_unlock(&b->mu);
     return ok;
 }
@@ -481,7 +481,9 @@ int64_t weft__blocking_run(struct weft__worker *w, struct weft__op *op)
 {
     (void)w; /* op->w, set by io.c before the op went on its scope's list */
     bool poll = op->kind == WEFT__OP_SLEEP || needs_poll(op); /* the poller waits for it */
-    if (!can_queue(op->w->pool->blocking, poll))
+    /* Sleeps and pidfd polls end in the poller itself; the rest need a thread. */
+    bool thread = op->kind != WEFT__OP_SLEEP && op->kind != WEFT__OP_POLL;
+    if (!can_queue(op->w->pool->blocking, poll, thread))
         return weft__op_syscall(op); /* no thread: block this worker instead */
     if (op->kind == WEFT__OP_SLEEP) {
         int64_t d = now_ns() + (int64_t)op->ts.tv_sec * 1000000000 + op->ts.tv_nsec;

@@ -12,6 +12,15 @@
  * -ECANCELED at once. The scope still waits for its tasks, so it returns only after
  * every cancelled operation has completed.
  *
+ * The plain syscall first. On a warm page cache a trip through either backend
+ * costs more than the work (an SQE, a request and a CQE; or a hand-off to a
+ * blocking thread and back), so inside a task reads and writes first try
+ * preadv2/pwritev2 with RWF_NOWAIT, opens openat2 with RESOLVE_CACHED, and close
+ * and statx are the plain syscalls (try_cached below). Each fails with EAGAIN
+ * instead of blocking, and only then does the operation go to the backend, which
+ * suspends the task. So the task never blocks its worker on the disk, and a warm
+ * file costs what the plain loop costs: one syscall per operation, not two.
+ *
  * A task may resume on another thread after any of these calls: a thread-local
  * address (errno's too) taken before the call is stale after it (weft.h).
  */
@@ -21,11 +30,18 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <linux/openat2.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+
+/* read(2)'s cap on one transfer: longer reads are cut here, which is not a short
+ * read. */
+#define RW_MAX 0x7ffff000u
 
 void weft__op_cancel(struct weft__op *op)
 {
@@ -44,14 +60,152 @@ static bool cancelled_here(const struct weft__worker *w)
     return w->dq.scope && weft_scope_cancelled(w->dq.scope);
 }
 
-static int64_t run(struct weft__op *op)
+/* ------------------------------------------------------------------------------
+ * The plain syscall first, where it can say "would block".
+ *
+ * RWF_NOWAIT and RESOLVE_CACHED make the syscall fail with EAGAIN where it would
+ * wait for the disk; then the operation goes to the backend. Measured before this
+ * was shared by both backends: weft-hash -j1 over /usr/include took 53 ms through
+ * the ring against 44 ms with plain syscalls.
+ *
+ * A NOWAIT read may come back short when only part of the range is cached. A short
+ * read of a regular file means EOF to its callers (weft__read_rest relies on it),
+ * so such a read must be told from one that stopped at EOF, and without a stat
+ * where possible (the plain loop pays none). The page cache answers: a buffered
+ * read that stops for want of cached data stops at the start of a page (of a
+ * folio, whose size is a multiple of 4096 bytes), so a short read at an explicit
+ * offset that ends off a 4096-byte boundary ended at EOF (in mm/filemap.c,
+ * filemap_read copies whole folios up to i_size, and stops early only at a folio
+ * that is not cached, or on a fault in the caller's buffer, which is -EFAULT
+ * anyway). Files without a page cache do not take RWF_NOWAIT (EOPNOTSUPP: they go
+ * to the backend), and for other seekable files (block devices) the same holds. Only
+ * a read that ends on a page boundary, or at the file position (off == -1), is
+ * checked with fstat: at the file's size it is EOF, else the rest goes to the
+ * backend. A pipe's or socket's short read is just what there was.
+ *
+ * Known gap: RESOLVE_CACHED bounds the lookup, not the open itself, so opening a
+ * FIFO without O_NONBLOCK (which waits for the other end) or a device whose open
+ * waits holds the worker, on both backends. io_uring's own inline open adds
+ * O_NONBLOCK and takes it off the file afterwards, which a syscall cannot do
+ * without a second one (fcntl) on every open. Open FIFOs with O_NONBLOCK.
+ * ---------------------------------------------------------------------------- */
+
+/* openat2 with RESOLVE_CACHED cannot answer in this process. Relaxed: a hint, the
+ * same answer for every thread. */
+static _Atomic(bool) openat2_useless;
+
+/* Does openat2 with RESOLVE_CACHED work at all? Asked when an open failed with an
+ * error that could mean it does not: no openat2 (before Linux 5.6; Valgrind 3.19
+ * does not know it either), no RESOLVE_CACHED (before 5.12), a seccomp filter. An
+ * open of "/" answers. */
+static bool openat2_works(void)
 {
-    struct weft__worker *w = weft__current();
-    if (!w)
-        return weft__op_syscall(op);
-    WEFT__COUNT(w, io_ops);
-    if (!w->fiber)
-        return weft__op_syscall(op); /* nowhere to suspend to */
+    struct open_how how;
+    memset(&how, 0, sizeof(how));
+    how.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_CACHED;
+    long fd = syscall(SYS_openat2, AT_FDCWD, "/", &how, sizeof(how));
+    if (fd >= 0)
+        close((int)fd);
+    return fd >= 0 || errno == EAGAIN;
+}
+
+/* 1: op->res is the result (op->eof: a read that ended at EOF); 0: go to the
+ * backend (for *partial more bytes, op moved past the ones already done). */
+static int try_cached(struct weft__op *op, int64_t *partial)
+{
+    *partial = 0;
+    switch (op->kind) {
+    case WEFT__OP_CLOSE:
+        op->res = close(op->fd) < 0 ? -errno : 0;
+        return 1;
+    case WEFT__OP_STATX:
+        /* No "cached only" statx exists, and io_uring hands statx to its worker
+         * threads (the kernel marks IORING_OP_STATX force-async): ~10 us and a
+         * thread switch per call, where the syscall takes under 1 us on cached
+         * metadata (weft-hash -j1: 90 ms that way against 44 ms). The blocking
+         * backend's hand-off costs the same. So statx is the syscall; only cold
+         * metadata then holds the worker, for one inode read. */
+        op->res = statx(op->fd, op->path, op->flags, op->mask, op->stx) < 0 ? -errno : 0;
+        return 1;
+    case WEFT__OP_OPEN: {
+        if (atomic_load_explicit(&openat2_useless, memory_order_relaxed))
+            return 0;
+        struct open_how how;
+        memset(&how, 0, sizeof(how));
+        how.flags = (uint64_t)(unsigned)op->flags;
+        if (op->flags & (O_CREAT | O_TMPFILE))
+            how.mode = op->mode; /* openat2 refuses a mode otherwise */
+        how.resolve = RESOLVE_CACHED;
+        long fd = syscall(SYS_openat2, AT_FDCWD, op->path, &how, sizeof(how));
+        if (fd >= 0) {
+            op->res = fd;
+            return 1;
+        }
+        int e = errno;
+        if (e == EAGAIN)
+            return 0; /* not cached */
+        if (e == ENOSYS || e == EPERM || e == E2BIG || e == EINVAL) {
+            /* This call's own error (the backend reports it), or openat2 cannot say
+             * here at all: then stop asking. */
+            if (!openat2_works())
+                atomic_store_explicit(&openat2_useless, true, memory_order_relaxed);
+            return 0;
+        }
+        op->res = -e;
+        return 1;
+    }
+    case WEFT__OP_READ:
+    case WEFT__OP_WRITE: {
+        size_t len = op->len > RW_MAX ? RW_MAX : op->len;
+        struct iovec iov = {op->buf, len};
+        bool rd = op->kind == WEFT__OP_READ;
+        ssize_t r = rd ? preadv2(op->fd, &iov, 1, op->off, RWF_NOWAIT)
+                       : pwritev2(op->fd, &iov, 1, op->off, RWF_NOWAIT);
+        if (r < 0) {
+            int e = errno;
+            if (e == EAGAIN || e == EOPNOTSUPP || e == EINVAL || e == ENOSYS)
+                return 0;
+            op->res = -e;
+            return 1;
+        }
+        if ((size_t)r == len || r == 0) {
+            op->res = r;
+            op->eof = rd && r == 0 && len > 0;
+            return 1;
+        }
+        if (rd && op->off != -1 && ((uint64_t)op->off + (uint64_t)r) % 4096u != 0) {
+            op->res = r; /* stopped inside a page: at EOF (above) */
+            op->eof = true;
+            return 1;
+        }
+        struct stat st;
+        if (fstat(op->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+            op->res = r;
+            return 1;
+        }
+        off_t end = op->off != -1 ? op->off + r : lseek(op->fd, 0, SEEK_CUR);
+        if (rd && end >= st.st_size) {
+            op->res = r;
+            op->eof = true;
+            return 1;
+        }
+        /* A regular file, partly cached: the rest through the backend. */
+        *partial = r;
+        op->buf = (char *)op->buf + r;
+        op->len = len - (size_t)r;
+        if (op->off != -1)
+            op->off += r;
+        return 0;
+    }
+    default:
+        return 0;
+    }
+}
+
+/* op to w's backend, on the scope's list while it is in flight. */
+static int64_t run_backend(struct weft__worker *w, struct weft__op *op)
+{
     op->w = w;
     op->done = false;
     op->suspended = false;
@@ -69,6 +223,31 @@ static int64_t run(struct weft__op *op)
             (r == -EINTR || r == -ECANCELED))
             r = -ECANCELED;
     }
+    return r;
+}
+
+/* A task that can suspend (it has a fiber and its pool a backend). */
+static bool can_suspend(const struct weft__worker *w)
+{
+    return w->fiber && (w->io || w->pool->blocking);
+}
+
+static int64_t run(struct weft__op *op)
+{
+    struct weft__worker *w = weft__current();
+    if (!w)
+        return weft__op_syscall(op);
+    WEFT__COUNT(w, io_ops);
+    if (!can_suspend(w))
+        return weft__op_syscall(op); /* nowhere to suspend to */
+    if (cancelled_here(w))
+        return -ECANCELED;
+    int64_t partial;
+    if (try_cached(op, &partial))
+        return op->res;
+    int64_t r = run_backend(w, op);
+    if (partial > 0)
+        return r < 0 ? partial : partial + r; /* the bytes done count */
     return r;
 }
 
@@ -118,20 +297,7 @@ WEFT_API int weft_statx(int dirfd, const char *path, int flags, unsigned mask,
 {
     struct weft__op op = OP(.kind = WEFT__OP_STATX, .fd = dirfd, .path = path,
                             .flags = flags, .mask = mask, .stx = st);
-    struct weft__worker *w = weft__current();
-    if (w && w->io) {
-        /* io_uring always hands statx to its own worker threads (the kernel marks
-         * IORING_OP_STATX force-async): ~10 us and a thread switch per call, where
-         * the syscall takes under 1 us on cached metadata; weft-hash -j1 over
-         * /usr/include took 90 ms that way against 44 ms. So on the ring backend
-         * statx is the plain syscall; only cold metadata then holds the worker,
-         * for one inode read. */
-        WEFT__COUNT(w, io_ops);
-        if (cancelled_here(w))
-            return -ECANCELED;
-        return (int)weft__op_syscall(&op);
-    }
-    return (int)run(&op);
+    return (int)run(&op); /* the syscall inside a task too (try_cached) */
 }
 
 WEFT_API int weft_fsync(int fd)
@@ -168,34 +334,102 @@ WEFT_API ssize_t weft_send(int fd, const void *buf, size_t len, int flags)
     return (ssize_t)run(&op);
 }
 
+/* Close a descriptor weft_read_file opened itself: always (weft_close returns
+ * -ECANCELED in a cancelled scope without closing, which would leak it when a
+ * cancel ends the read), and as the plain syscall, as weft_close would be. */
+static void close_own(int fd)
+{
+    close(fd);
+}
+
+/* weft_read_file's first read: a file up to this size takes one read and no stat
+ * (the buffer shrinks to the file afterwards). */
+#define RF_FIRST ((size_t)64 * 1024)
+
+/* weft_read at off, and whether the read is known to have ended at EOF. */
+static ssize_t read_eof(int fd, void *buf, size_t len, off_t off, bool *eof)
+{
+    struct weft__op op = OP(.kind = WEFT__OP_READ, .fd = fd, .buf = buf, .len = len,
+                            .off = off);
+    ssize_t r;
+    do
+        r = (ssize_t)run(&op);
+    while (r == -EINTR);
+    *eof = op.eof || r == 0;
+    return r;
+}
+
+/* weft_read_file, warm: open, read, close, the plain loop's syscalls less its stat
+ * (a short NOWAIT read proves EOF: try_cached). Cold dentries on a ring: the whole
+ * file in one submission (uring.c). */
 WEFT_API int weft_read_file(const char *path, void **data, size_t *size)
 {
     if (!path || !data || !size)
         return -EINVAL;
     struct weft__worker *w = weft__current();
-    if (w && w->io && w->fiber) {
+    int fd;
+    if (w && can_suspend(w)) {
         if (cancelled_here(w))
             return -ECANCELED;
-        int r = weft__uring_read_file(w, path, data, size);
-        if (r != -ENOSYS) {
-            WEFT__COUNT(w, io_ops); /* the open; the reads and the close: */
-            WEFT__COUNT(w, io_ops);
-            WEFT__COUNT(w, io_ops);
-            return r;
+        WEFT__COUNT(w, io_ops);
+        struct weft__op op = OP(.kind = WEFT__OP_OPEN, .path = path,
+                                .flags = O_RDONLY | O_CLOEXEC);
+        int64_t partial;
+        if (try_cached(&op, &partial)) {
+            fd = (int)op.res;
+        } else {
+            int r = w->io ? weft__uring_read_file(w, path, data, size) : -ENOSYS;
+            if (r != -ENOSYS) {
+                WEFT__COUNT(w, io_ops); /* the reads and the close */
+                WEFT__COUNT(w, io_ops);
+                return r;
+            }
+            fd = (int)run_backend(w, &op);
         }
+    } else {
+        fd = weft_open(path, O_RDONLY, 0);
     }
-    int fd = weft_open(path, O_RDONLY, 0);
     if (fd < 0)
         return fd;
-    return weft__read_rest(fd, NULL, 0, 0, data, size);
+    char *buf = malloc(RF_FIRST + 1);
+    if (!buf) {
+        close_own(fd);
+        return -ENOMEM;
+    }
+    bool eof;
+    ssize_t r = read_eof(fd, buf, RF_FIRST, 0, &eof);
+    if (r < 0) {
+        free(buf);
+        close_own(fd);
+        return (int)r;
+    }
+    size_t len = (size_t)r;
+    if (!eof && len < RF_FIRST) {
+        /* Short, not proven the end: for a regular file it is (weft_read's
+         * promise); anything else reads on to a 0. So do files that say they
+         * are empty: /proc and /sys files are "regular", of size 0, and return
+         * a record or a page per read (/proc/self/smaps). */
+        struct stat st;
+        eof = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0;
+    }
+    if (!eof)
+        return weft__read_rest(fd, buf, len, RF_FIRST, data, size);
+    close_own(fd);
+    char *nb = realloc(buf, len + 1); /* give back what the file did not use */
+    if (nb)
+        buf = nb;
+    buf[len] = 0;
+    *data = buf;
+    *size = len;
+    return 0;
 }
 
 int weft__read_rest(int fd, char *buf, size_t len, size_t cap, void **data, size_t *size)
 {
     struct stat st;
     bool reg = false;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
-        reg = true;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+        reg = true; /* a short read is its end; not for size 0 (/proc, /sys) */
         if ((size_t)st.st_size >= cap && st.st_size > 0)
             cap = (size_t)st.st_size + 1; /* + 1: a short read then proves EOF */
     }
@@ -205,7 +439,7 @@ int weft__read_rest(int fd, char *buf, size_t len, size_t cap, void **data, size
     char *nb = WEFT__FAULT("io.read_buf") ? NULL : realloc(buf, cap + 1);
     if (!nb) {
         free(buf);
-        weft_close(fd);
+        close_own(fd);
         return -ENOMEM;
     }
     buf = nb;
@@ -216,7 +450,7 @@ int weft__read_rest(int fd, char *buf, size_t len, size_t cap, void **data, size
             nb = WEFT__FAULT("io.read_buf") ? NULL : realloc(buf, ncap + 1);
             if (!nb) {
                 free(buf);
-                weft_close(fd);
+                close_own(fd);
                 return -ENOMEM;
             }
             buf = nb;
@@ -227,7 +461,7 @@ int weft__read_rest(int fd, char *buf, size_t len, size_t cap, void **data, size
             if (r == -EINTR)
                 continue;
             free(buf);
-            weft_close(fd);
+            close_own(fd);
             return (int)r;
         }
         if (r == 0)
@@ -235,11 +469,11 @@ int weft__read_rest(int fd, char *buf, size_t len, size_t cap, void **data, size
         size_t want = cap - len;
         len += (size_t)r;
         /* A regular file reads short only at its end: no second read to see EOF.
-         * (Reads are cut at 0x7ffff000 bytes, as read(2) does: not a short read.) */
-        if (reg && (size_t)r < want && want <= 0x7ffff000u)
+         * (Reads are cut at RW_MAX bytes, as read(2) does: not a short read.) */
+        if (reg && (size_t)r < want && want <= RW_MAX)
             break;
     }
-    weft_close(fd);
+    close_own(fd);
     buf[len] = 0;
     *data = buf;
     *size = len;

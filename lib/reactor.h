@@ -38,6 +38,7 @@ struct weft__op {
     bool on_blocking;                /* runs on the blocking threads on either backend */
     int64_t res;
     bool done;                       /* result is in (set by the owner's reap) */
+    bool eof;                        /* io.c: a read known to have ended at EOF */
     bool suspended;                  /* the task has switched away (owner-private) */
     /* Cancellation (io.c): the scope whose list holds it (under the scope's mu). */
     struct weft_scope *scope;
@@ -64,8 +65,8 @@ bool weft__io_pending(struct weft__worker *w);
 int  weft__io_poll(struct weft__worker *w, bool wait);
 /* End the ring wait of a parked worker (after its wake word was set). */
 void weft__io_wake(struct weft__worker *target);
-/* Run op on the calling worker's ring; the task suspends unless it completes at
- * once. Returns the result (-errno). */
+/* Run op on the calling worker's ring (io.c tried the plain syscall first); the
+ * task suspends unless it completes at once. Returns the result (-errno). */
 int64_t weft__uring_run(struct weft__worker *w, struct weft__op *op);
 /* The same without trying the syscall first: always through the ring. */
 int64_t weft__uring_submit_wait(struct weft__worker *w, struct weft__op *op);

@@ -8,10 +8,10 @@
  * asks for completions: between tasks and while it parks, never by interrupting a
  * task. Older kernels get the ring without those two flags.
  *
- * An operation (reactor.h) is prepared in an SQE whose user_data is the operation
- * itself, on the task's stack, and submitted at once. Many operations on a warm
- * page cache (open, read, statx, close) complete inside the submission; then the
- * task goes on without suspending at all. Otherwise it suspends (sched.c) and the
+ * An operation (reactor.h) comes here only when its plain syscall said it would
+ * block (io.c: RWF_NOWAIT, RESOLVE_CACHED). It is prepared in an SQE whose
+ * user_data is the operation itself, on the task's stack, and submitted at once;
+ * if it completes inside the submission the task goes on without suspending. Otherwise it suspends (sched.c) and the
  * worker runs other work; the CQE, reaped by the same worker (only it may), puts
  * the task on the worker's ready queue. A worker's unsubmitted entries (wake
  * messages, cancellations, the eventfd read) go out with its next submission, in
@@ -44,10 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/uio.h>
-#include <linux/openat2.h>
 #include <unistd.h>
 
 #define RING_ENTRIES_DEFAULT 256u
@@ -383,100 +380,9 @@ static void after_uring(struct weft__worker *w, struct weft__wait *wt, void *arg
     op->suspended = true;
 }
 
-/* ------------------------------------------------------------------------------
- * The syscall first, where it can say "would block".
- *
- * On a warm page cache a ring operation costs more CPU than the syscall (an SQE, a
- * request, a CQE: weft-hash -j1 over /usr/include took 53 ms through the ring
- * against 44 ms with plain syscalls). So reads and writes first try
- * preadv2/pwritev2 with RWF_NOWAIT, and opens openat2 with RESOLVE_CACHED; each
- * fails with EAGAIN instead of blocking, and only then does the operation go to the
- * ring. close is the syscall. The task still never blocks its worker.
- * A NOWAIT read may also come back short when only part of a file is cached; a
- * short read of a regular file means EOF to its callers, so the rest then goes to
- * the ring (a pipe's or socket's short read is just what there was).
- * ---------------------------------------------------------------------------- */
-
-/* 1: op->res is the result; 0: go to the ring (for *partial more bytes, op moved
- * past the ones already done). */
-static int try_nowait(struct weft__op *op, int64_t *partial)
-{
-    *partial = 0;
-    switch (op->kind) {
-    case WEFT__OP_CLOSE:
-        op->res = close(op->fd) < 0 ? -errno : 0;
-        return 1;
-    case WEFT__OP_OPEN: {
-        struct open_how how;
-        memset(&how, 0, sizeof(how));
-        how.flags = (uint64_t)(unsigned)op->flags;
-        if (op->flags & (O_CREAT | O_TMPFILE))
-            how.mode = op->mode; /* openat2 refuses a mode otherwise */
-        how.resolve = RESOLVE_CACHED;
-        long fd = syscall(SYS_openat2, AT_FDCWD, op->path, &how, sizeof(how));
-        if (fd >= 0) {
-            op->res = fd;
-            return 1;
-        }
-        int e = errno;
-        if (e == EAGAIN || e == EINVAL || e == ENOSYS || e == E2BIG || e == EPERM)
-            return 0; /* not cached, or openat2 cannot say: the ring will */
-        op->res = -e;
-        return 1;
-    }
-    case WEFT__OP_READ:
-    case WEFT__OP_WRITE: {
-        size_t len = op->len > 0x7ffff000u ? 0x7ffff000u : op->len;
-        struct iovec iov = {op->buf, len};
-        ssize_t r = op->kind == WEFT__OP_READ ? preadv2(op->fd, &iov, 1, op->off, RWF_NOWAIT)
-                                              : pwritev2(op->fd, &iov, 1, op->off, RWF_NOWAIT);
-        if (r < 0) {
-            int e = errno;
-            if (e == EAGAIN || e == EOPNOTSUPP || e == EINVAL || e == ENOSYS)
-                return 0;
-            op->res = -e;
-            return 1;
-        }
-        if ((size_t)r == len || r == 0) {
-            op->res = r;
-            return 1;
-        }
-        struct stat st;
-        if (fstat(op->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-            op->res = r;
-            return 1;
-        }
-        /* A regular file: at its end (the usual short read: a caller sizing its
-         * buffer one byte past the size to see EOF), or only partly cached? */
-        off_t end = op->off != -1 ? op->off + r : lseek(op->fd, 0, SEEK_CUR);
-        if (op->kind == WEFT__OP_READ && end >= st.st_size) {
-            op->res = r;
-            return 1;
-        }
-        /* A regular file, partly cached: the rest through the ring. */
-        *partial = r;
-        op->buf = (char *)op->buf + r;
-        op->len = len - (size_t)r;
-        if (op->off != -1)
-            op->off += r;
-        return 0;
-    }
-    default:
-        return 0;
-    }
-}
-
 int64_t weft__uring_run(struct weft__worker *w, struct weft__op *op)
 {
-    int64_t partial;
-    if (try_nowait(op, &partial)) {
-        op->done = true;
-        return op->res;
-    }
-    int64_t r = weft__uring_submit_wait(w, op);
-    if (partial > 0)
-        return r < 0 ? partial : partial + r;
-    return r;
+    return weft__uring_submit_wait(w, op);
 }
 
 int64_t weft__uring_submit_wait(struct weft__worker *w, struct weft__op *op)
@@ -543,12 +449,14 @@ void weft__uring_unqueue(struct weft__op *op)
 }
 
 /* ------------------------------------------------------------------------------
- * weft_read_file in one submission.
+ * weft_read_file in one submission, when the path is not in the dentry cache.
  *
- * The plain way costs four syscalls per file (open, fstat, read, close; five when
- * the read that sees EOF is separate), each a trip through io_uring_enter here. On
- * a warm page cache that is most of the time of a small file. So, on a worker with
- * a free fixed-file slot, one submission carries a chain: open into the slot,
+ * On a warm cache weft_read_file is three plain syscalls (io.c: openat2 with
+ * RESOLVE_CACHED, a NOWAIT read, close), cheaper than any ring operation. When the
+ * cached open says EAGAIN, the path's metadata is on the disk and so, most likely,
+ * are the file's pages: then the ring's way costs one submission and one
+ * suspension for the lot. On a worker with a free fixed-file slot, that
+ * submission carries a chain: open into the slot,
  * read up to RF_GUESS bytes, read RF_PROBE more. The links are hard (a short read
  * does not cancel the rest), so the second read returning 0 proves EOF for any
  * file; a file that has more continues on a plain fd. The slot's close is queued

@@ -16,6 +16,7 @@
 #include "harness.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -1944,4 +1945,302 @@ Test(reactor, waiting_loop_items_on_small_stacks, .timeout = 120)
         }
     }
     free(out);
+}
+
+/* ------------------------------------------------------------------------------
+ * 13. The plain syscall first (lib/io.c, try_cached): a read that RWF_NOWAIT cuts
+ * short where the page cache ends must not pass for EOF, on either backend. Files
+ * whose sizes sit on and around page and first-read (64 KiB) boundaries are read
+ * warm, cold (posix_fadvise(POSIX_FADV_DONTNEED) after fdatasync: the NOWAIT read
+ * says EAGAIN and the backend reads) and partly cached (pages evicted from 4 KiB and
+ * from 64 KiB on, and every other 16 KiB: a NOWAIT read stops on a page boundary
+ * short of EOF). Every weft_read asking for more than the file holds must return
+ * exactly what is left (weft.h: a short read of a regular file is its end), and
+ * weft_read_file the whole file. Where the file system keeps no page cache to evict
+ * (tmpfs), the cold and partial cases are warm ones: the checks still hold.
+ * ---------------------------------------------------------------------------- */
+
+enum { CACHE_WARM, CACHE_COLD, CACHE_PART_4K, CACHE_PART_64K, CACHE_HOLES };
+
+static void set_cache(const char *path, size_t size, int how)
+{
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    VCHECK(fd >= 0, 1);
+    if (fd < 0)
+        return;
+    VCHECK(fdatasync(fd), 0); /* dirty pages are not evicted */
+    switch (how) {
+    case CACHE_WARM: {
+        char b[4096];
+        for (off_t off = 0; off < (off_t)size; off += (off_t)sizeof(b))
+            VCHECK(pread(fd, b, sizeof(b), off) > 0, 1);
+        break;
+    }
+    case CACHE_COLD:
+        VCHECK(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+        break;
+    case CACHE_PART_4K:
+        VCHECK(posix_fadvise(fd, 4096, 0, POSIX_FADV_DONTNEED), 0);
+        break;
+    case CACHE_PART_64K:
+        VCHECK(posix_fadvise(fd, 65536, 0, POSIX_FADV_DONTNEED), 0);
+        break;
+    case CACHE_HOLES:
+        for (off_t off = 16384; off < (off_t)size; off += 32768)
+            VCHECK(posix_fadvise(fd, off, 16384, POSIX_FADV_DONTNEED), 0);
+        break;
+    }
+    close(fd);
+}
+
+struct cached_case {
+    const char *path;
+    size_t size;
+    unsigned seed;
+    int how;
+};
+
+static void check_cached_case(const struct cached_case *c)
+{
+    char *want = malloc(c->size + 1);
+    fill(want, c->size, c->seed);
+
+    set_cache(c->path, c->size, c->how);
+    void *data = NULL;
+    size_t size = 0;
+    VCHECK(weft_read_file(c->path, &data, &size), 0);
+    VCHECK(size, c->size);
+    if (data && size == c->size) {
+        VCHECK(memcmp(data, want, size), 0);
+        VCHECK(((char *)data)[size], 0);
+    }
+    free(data);
+
+    size_t cap = c->size + 4097;
+    char *got = malloc(cap);
+    int fd = weft_open(c->path, O_RDONLY, 0);
+    VCHECK(fd >= 0, 1);
+    if (fd >= 0 && got) {
+        /* One read for more than the whole file: all of it, at once. */
+        set_cache(c->path, c->size, c->how);
+        VCHECK(weft_read(fd, got, cap, 0), c->size);
+        VCHECK(memcmp(got, want, c->size), 0);
+        /* From an offset inside the file, at an explicit offset and at the file
+         * position: exactly what is left. */
+        size_t mid = c->size / 3;
+        set_cache(c->path, c->size, c->how);
+        VCHECK(weft_read(fd, got, cap, (off_t)mid), c->size - mid);
+        VCHECK(memcmp(got, want + mid, c->size - mid), 0);
+        set_cache(c->path, c->size, c->how);
+        VCHECK(lseek(fd, (off_t)mid, SEEK_SET), (long long)mid);
+        VCHECK(weft_read(fd, got, cap, -1), c->size - mid);
+        VCHECK(memcmp(got, want + mid, c->size - mid), 0);
+        VCHECK(lseek(fd, 0, SEEK_CUR), (long long)c->size);
+        VCHECK(weft_read(fd, got, cap, -1), 0);
+        /* Reads of exactly a page, up to EOF: each full but the last. */
+        set_cache(c->path, c->size, c->how);
+        size_t off = 0;
+        for (;;) {
+            ssize_t r = weft_read(fd, got + off, 4096, (off_t)off);
+            size_t left = c->size - off;
+            VCHECK(r, left < 4096 ? left : 4096);
+            if (r <= 0 || (size_t)r < 4096)
+                break;
+            off += (size_t)r;
+        }
+        VCHECK(memcmp(got, want, c->size), 0);
+        VCHECK(weft_close(fd), 0);
+    }
+    free(got);
+    free(want);
+}
+
+static int cached_task(void *p)
+{
+    check_cached_case(p);
+    return 0;
+}
+
+static int cached_item(void *ctx, size_t i, void *slot)
+{
+    const struct cached_case *cs = ctx;
+    check_cached_case(&cs[i]);
+    *(int *)slot = 1;
+    return 0;
+}
+
+Test(reactor, nowait_reads_short_of_the_cache_are_not_eof, .timeout = 120)
+{
+    static const size_t sizes[] = {4095, 4096, 8192, 12289, 65535, 65536, 65537,
+                                   3 * 65536, 3 * 65536 + 5, (1u << 20)};
+    const size_t nsizes = sizeof(sizes) / sizeof(sizes[0]);
+    const int nhow = CACHE_HOLES + 1;
+    char *dir = make_tmpdir();
+    size_t n = nsizes * (size_t)nhow;
+    struct cached_case *cs = calloc(n, sizeof(*cs));
+    char (*paths)[256] = calloc(nsizes, sizeof(*paths));
+    for (size_t k = 0; k < nsizes; k++) {
+        snprintf(paths[k], sizeof(paths[k]), "%s/c%zu", dir, k);
+        cr_assert_eq(write_file(paths[k], sizes[k], (unsigned)k + 100), 0);
+        for (int h = 0; h < nhow; h++)
+            cs[k * (size_t)nhow + (size_t)h] =
+                (struct cached_case){paths[k], sizes[k], (unsigned)k + 100, h};
+    }
+    for (size_t b = 0; b < NBACKENDS; b++) {
+        const char *be = backend_want(backends[b]);
+        weft_pool *pool = pool_on(2, backends[b]);
+        for (size_t i = 0; i < n; i++) {
+            cr_assert_eq(weft_run(pool, cached_task, &cs[i]), 0);
+            ASSERT_CLEAN("cached and cold reads", be);
+        }
+        /* Concurrently, each case on its own (the files are shared: a case may see
+         * another's pages cached, which a correct read does not care about). */
+        int *slots = calloc(n, sizeof(int));
+        cr_assert_eq(weft_par_collect(pool, n, slots, sizeof(int), cached_item, cs), 0);
+        ASSERT_CLEAN("cached and cold reads in par_collect", be);
+        for (size_t i = 0; i < n; i++)
+            cr_assert_eq(slots[i], 1);
+        free(slots);
+        weft_pool_destroy(pool);
+    }
+    for (size_t i = 0; i < n; i += (size_t)nhow)
+        check_cached_case(&cs[i + CACHE_COLD]); /* outside any task */
+    ASSERT_CLEAN("cold reads outside a task", "none");
+    for (size_t k = 0; k < nsizes; k++)
+        unlink(paths[k]);
+    free(paths);
+    free(cs);
+    rmdir(dir);
+    free(dir);
+}
+
+/* Files that are not in the page cache's terms: /proc (regular, size 0, no NOWAIT
+ * reads, short reads that are not the end) and /dev/null (a seekable character
+ * device). weft_read_file returns what a plain read loop to 0 returns. */
+static int special_task(void *p)
+{
+    (void)p;
+    char plain[8192];
+    int fd = open("/proc/version", O_RDONLY | O_CLOEXEC);
+    VCHECK(fd >= 0, 1);
+    ssize_t n = fd >= 0 ? read(fd, plain, sizeof(plain)) : -1;
+    if (fd >= 0)
+        close(fd);
+    VCHECK(n > 0, 1);
+    void *data = NULL;
+    size_t size = 0;
+    VCHECK(weft_read_file("/proc/version", &data, &size), 0);
+    VCHECK(size, n);
+    if (data && n > 0 && size == (size_t)n)
+        VCHECK(memcmp(data, plain, size), 0);
+    free(data);
+    data = NULL;
+    VCHECK(weft_read_file("/dev/null", &data, &size), 0);
+    VCHECK(size, 0);
+    free(data);
+    /* /proc/self/smaps returns a few mappings per read: a short read there is not
+     * its end. Its contents change as the process maps memory, so compare sizes
+     * only: all of it is more than one read's worth. */
+    fd = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        char *one = malloc(65536);
+        ssize_t first = pread(fd, one, 65536, 0);
+        size_t total = 0;
+        for (ssize_t k; (k = pread(fd, one, 65536, (off_t)total)) > 0;)
+            total += (size_t)k;
+        close(fd);
+        free(one);
+        data = NULL;
+        VCHECK(weft_read_file("/proc/self/smaps", &data, &size), 0);
+        if (first > 0 && total > (size_t)first + 4096)
+            VCHECK(size > (size_t)first, 1); /* got: truncated at the first read */
+        free(data);
+    }
+    return 0;
+}
+
+Test(reactor, read_file_of_proc_and_devices, .timeout = 60)
+{
+    for (size_t b = 0; b < NBACKENDS; b++) {
+        const char *be = backend_want(backends[b]);
+        weft_pool *pool = pool_on(1, backends[b]);
+        cr_assert_eq(weft_run(pool, special_task, NULL), 0);
+        ASSERT_CLEAN("/proc and /dev files", be);
+        weft_pool_destroy(pool);
+    }
+    special_task(NULL);
+    ASSERT_CLEAN("/proc and /dev files outside a task", "none");
+}
+
+/* weft_read_file cancelled while its read waits: it returns -ECANCELED (or its
+ * result, if the read won the race) and closes the file it opened. (weft_close
+ * returns -ECANCELED in a cancelled scope without closing: weft_read_file used it
+ * and leaked the descriptor.) The file is evicted first, so the read waits for the
+ * disk where the file system has a page cache to evict. */
+static int count_fds(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+struct cancel_rf {
+    const char *path;
+    int r;
+};
+
+static int cancel_rf_reader(void *p)
+{
+    struct cancel_rf *c = p;
+    void *data = NULL;
+    size_t size = 0;
+    c->r = weft_read_file(c->path, &data, &size);
+    free(data);
+    return 0;
+}
+
+static int cancel_rf_body(weft_scope *s, void *p)
+{
+    int r = weft_spawn(s, cancel_rf_reader, p);
+    if (r)
+        return r;
+    VCHECK(weft_yield(), 0); /* the reader starts, and waits for the disk */
+    weft_scope_cancel(s, -ECANCELED);
+    return 0;
+}
+
+static int cancel_rf_outer(void *p)
+{
+    weft_scope_run(NULL, cancel_rf_body, p);
+    return 0;
+}
+
+Test(reactor, cancelled_read_file_closes_its_file, .timeout = 60)
+{
+    char *dir = make_tmpdir();
+    char path[256];
+    snprintf(path, sizeof(path), "%s/cancel", dir);
+    cr_assert_eq(write_file(path, 4u << 20, 7), 0);
+    for (size_t b = 0; b < NBACKENDS; b++) {
+        const char *be = backend_want(backends[b]);
+        weft_pool *pool = pool_on(1, backends[b]);
+        int before = count_fds();
+        for (int k = 0; k < 8; k++) {
+            set_cache(path, 4u << 20, CACHE_COLD);
+            struct cancel_rf c = {path, 1};
+            cr_assert_eq(weft_run(pool, cancel_rf_outer, &c), 0);
+            cr_assert(c.r == 0 || c.r == -ECANCELED, "[%s] weft_read_file: %d", be, c.r);
+        }
+        ASSERT_CLEAN("cancelled weft_read_file", be);
+        cr_assert_eq(count_fds(), before, "[%s] descriptors leaked", be);
+        weft_pool_destroy(pool);
+    }
+    unlink(path);
+    rmdir(dir);
+    free(dir);
 }

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 """Time weft-hash against its serial baseline and against xxhsum on a file tree.
 
-Usage: compare.py [--reps N] [--weft-hash PATH] [TREE...]
+Usage: compare.py [--reps N] [--weft-hash PATH] [--cold [--drop-caches]] [TREE...]
 
 Default tree: /usr/include, plus /usr/share/perl (then other trees) while the files
 add up to less than 64 MiB. Variants, each run as a whole command (wall time from
@@ -15,7 +15,10 @@ start to exit, output to /dev/null):
 
 Before timing, every variant runs once untimed, so the page cache is warm for all
 of them; the timed runs then go round-robin (the variants share any drift of the
-machine) and each variant's median is reported. The weft-hash listing is compared
+machine) and each variant's median is reported. --cold: before every timed run,
+every file of the trees is posix_fadvise(POSIX_FADV_DONTNEED)'d (no root needed),
+and with --drop-caches "3" is written to /proc/sys/vm/drop_caches too when it is
+writable (dentries and inodes as well; it drops every process's caches). The weft-hash listing is compared
 with `find | sort -z | xargs -0 xxhsum -H3`'s, byte for byte.
 
 Output: one `RESULT weft-hash-compare ...` line per variant, then a table.
@@ -56,6 +59,34 @@ def run_summary(cmd):
     return fields
 
 
+def tree_files(trees):
+    """Every regular file under the trees (links not followed), for eviction."""
+    files = []
+    for t in trees:
+        for d, _, names in os.walk(t):
+            for n in names:
+                p = os.path.join(d, n)
+                if os.path.isfile(p) and not os.path.islink(p):
+                    files.append(p)
+    return files
+
+
+def evict(files, drop_caches):
+    """Drop the files' pages from the page cache (and, if asked, all caches)."""
+    for p in files:
+        try:
+            fd = os.open(p, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    if drop_caches:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+
+
 def timed(cmd, shell_args=None):
     t0 = time.perf_counter_ns()
     p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -67,6 +98,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=9, help="timed runs per variant (default 9)")
     ap.add_argument("--weft-hash", dest="wh", default=None, help="the weft-hash binary")
+    ap.add_argument("--cold", action="store_true",
+                    help="evict the trees from the page cache before every timed run")
+    ap.add_argument("--drop-caches", action="store_true",
+                    help="with --cold: also write 3 to /proc/sys/vm/drop_caches")
     ap.add_argument("trees", nargs="*")
     a = ap.parse_args()
     wh = a.wh or default_weft_hash()
@@ -109,12 +144,19 @@ def main():
                             capture_output=True, env=env).stdout
     identical = ours == theirs
 
+    drop = a.cold and a.drop_caches and os.access("/proc/sys/vm/drop_caches", os.W_OK)
+    if a.cold and a.drop_caches and not drop:
+        print("compare: note: /proc/sys/vm/drop_caches is not writable: fadvise only",
+              file=sys.stderr)
+    files_list = tree_files(trees) if a.cold else []
     for _, _, _, cmd in variants:  # one untimed run each
         timed(cmd)
     times = {i: [] for i in range(len(variants))}
     phases = []
     for _ in range(max(1, a.reps)):
         for i, (impl, _, workers, cmd) in enumerate(variants):
+            if a.cold:
+                evict(files_list, drop)
             if impl == "xxhsum":
                 t, rc = timed(cmd)
             else:
@@ -130,14 +172,20 @@ def main():
     med = {i: statistics.median(v) for i, v in times.items()}
     base = med[0]
     for i, (impl, label, workers, _) in enumerate(variants):
-        print("RESULT weft-hash-compare impl=%s workers=%d files=%d bytes=%d median_ns=%d "
-              "speedup_vs_serial=%.3f reps=%d" % (impl, workers, files, nbytes, med[i],
-                                                  base / med[i], len(times[i])))
+        print("RESULT weft-hash-compare impl=%s workers=%d cache=%s files=%d bytes=%d "
+              "median_ns=%d speedup_vs_serial=%.3f reps=%d"
+              % (impl, workers, "cold" if a.cold else "warm", files, nbytes, med[i],
+                 base / med[i], len(times[i])))
     load = os.getloadavg()[0]
     print()
     print("weft-hash: %s -- %d files, %.1f MiB" % (" ".join(trees), files, mib))
-    print("page cache warm (one untimed pass of every variant first); median of %d runs "
-          "of each whole command;" % a.reps)
+    if a.cold:
+        print("page cache cold (the trees evicted before every run: posix_fadvise%s); "
+              "median of %d runs of each whole command;"
+              % (" + drop_caches" if drop else "", a.reps))
+    else:
+        print("page cache warm (one untimed pass of every variant first); median of %d "
+              "runs of each whole command;" % a.reps)
     print("%d CPUs, load average %.2f when done; speedup = serial time / time"
           % (os.cpu_count() or 0, load))
     print()
@@ -145,6 +193,7 @@ def main():
                                           "MiB/s", "speedup"))
     for i, (impl, label, workers, _) in enumerate(variants):
         s = med[i] / 1e9
+        label += " (cold)" if a.cold else ""
         print("%-32s %7d %7d %8.1f %9.1f %8.0f %7.2fx" % (label, workers, files, mib,
                                                         s * 1e3, mib / s, base / med[i]))
     if phases:

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -390,6 +391,14 @@ int main(int argc, char **argv)
 
     static char outbuf[1 << 20];
     setvbuf(stdout, outbuf, _IOFBF, sizeof(outbuf));
+    /* glibc grows a thread's malloc arena (the workers') one mprotect per needed
+     * page, with no padding: the walk's ~1 MiB of paths cost weft-hash -j1 over
+     * /usr/include 300 mprotects, where --serial's main arena grew by brk, padded
+     * 128 KiB at a time. A larger top pad maps a new arena's first 8 MiB at once
+     * (and pads the main arena's brk the same way), for both modes: -j1 13
+     * mprotects, --serial 3 brks instead of 15, and a quarter fewer page faults in
+     * each (glibc 2.36). Only address space: pages are touched as before. */
+    mallopt(M_TOP_PAD, 8 << 20);
     if (!o.serial) {
         weft_pool_options po = {.threads = o.threads};
         int err = weft_pool_create(&g_pool, &po);
