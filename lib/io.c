@@ -43,6 +43,14 @@ static bool cancelled_here(const struct weft__worker *w)
     return w->scope && weft_scope_cancelled(w->scope);
 }
 
+/* What a suspended task waits for, in traces (trace.c). */
+static const char *const op_name[] = {
+    [WEFT__OP_OPEN] = "open",     [WEFT__OP_CLOSE] = "close",   [WEFT__OP_READ] = "read",
+    [WEFT__OP_WRITE] = "write",   [WEFT__OP_STATX] = "statx",   [WEFT__OP_FSYNC] = "fsync",
+    [WEFT__OP_ACCEPT] = "accept", [WEFT__OP_CONNECT] = "connect", [WEFT__OP_RECV] = "recv",
+    [WEFT__OP_SEND] = "send",     [WEFT__OP_SLEEP] = "sleep",
+};
+
 static int64_t run(struct weft__op *op)
 {
     struct weft__worker *w = weft__current();
@@ -60,7 +68,9 @@ static int64_t run(struct weft__op *op)
     op->scope = s;
     if (s && weft__scope_op_add(s, op) != 0)
         return -ECANCELED;
+    weft__trace_why(w, op_name[op->kind]);
     int64_t r = w->io ? weft__uring_run(w, op) : weft__blocking_run(w, op);
+    weft__trace_why(weft__current(), NULL); /* it may not have suspended */
     if (s) {
         weft__scope_op_del(s, op);
         if (atomic_load_explicit(&op->cancelled, memory_order_relaxed) &&
@@ -163,7 +173,9 @@ WEFT_API int weft_read_file(const char *path, void **data, size_t *size)
     if (w && w->io && w->fiber) {
         if (cancelled_here(w))
             return -ECANCELED;
+        weft__trace_why(w, "read_file");
         int r = weft__uring_read_file(w, path, data, size);
+        weft__trace_why(weft__current(), NULL);
         if (r != -ENOSYS) {
             WEFT__COUNT(w, io_ops); /* the open; the reads and the close: */
             WEFT__COUNT(w, io_ops);
@@ -253,8 +265,11 @@ WEFT_API int weft_yield(void)
     }
     if (cancelled_here(w))
         return -ECANCELED;
-    if (!weft__yield())
+    weft__trace_why(w, "yield");
+    if (!weft__yield()) {
+        weft__trace_why(w, NULL);
         sched_yield(); /* no fibers: let other threads run at least */
+    }
     return 0;
 }
 

@@ -229,6 +229,8 @@ static void switch_to(struct weft__worker *w, struct weft__fiber *to, weft__afte
 {
     struct weft__fiber *from = w->fiber;
     struct weft_scope *scope = w->scope;
+    struct weft__trace_saved tr;
+    weft__trace_leave(w, &tr); /* trace.c: this task's slice ends */
     w->switches++;
     wt->fiber = from;
     w->after = after;
@@ -240,6 +242,7 @@ static void switch_to(struct weft__worker *w, struct weft__fiber *to, weft__afte
     w = weft__current();
     run_after(w);
     w->scope = scope;
+    weft__trace_back(w, &tr);  /* and a new one begins, on this worker */
 }
 
 /* The worker loop. Runs on a fiber; every fiber's bottom frame is one. */

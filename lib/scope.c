@@ -129,6 +129,7 @@ static int spawn(weft_scope *s, weft_fn fn, void *arg, const void *copy, size_t 
     } else {
         f->arg = arg;
     }
+    weft__spawn_stamp(w, f); /* latency sample, trace flow (stats.c) */
     /* Relaxed: the spawner holds a count (the body's or its running task's), so the
      * counter cannot reach zero meanwhile; the push publishes the frame. */
     atomic_fetch_add_explicit(&s->pending, 1, memory_order_relaxed);
@@ -201,6 +202,7 @@ void weft__run_frame(struct weft__worker *w, struct weft__job *f)
     if (!atomic_load_explicit(&s->cancelled, memory_order_acquire)) {
         struct weft_scope *outer = w->scope;
         w->scope = s;
+        weft__spawn_started(w, f);
         int r = f->fn(f->arg);
         /* f->fn may have suspended and resumed on another worker. */
         w = weft__current();

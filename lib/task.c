@@ -24,28 +24,17 @@
 #include <jemalloc/jemalloc.h>
 #endif
 
-struct frame {
-    struct weft__job job;
-    struct weft__worker *home;   /* worker whose lists it returns to; NULL: shared */
-    alignas(16) unsigned char args[64];
-};
-
-static inline struct frame *frame_of(struct weft__job *j)
-{
-    return (struct frame *)(void *)j;
-}
-
 struct slab {
     struct slab *next;
     size_t size;
-    alignas(64) struct frame frames[];
+    alignas(64) struct weft__frame frames[];
 };
 
 #define SLAB_FRAMES 64u
 
 void *weft__frame_args(struct weft__job *f)
 {
-    return ((struct frame *)(void *)f)->args;
+    return ((struct weft__frame *)(void *)f)->args;
 }
 
 #ifdef WEFT_HAVE_JEMALLOC
@@ -91,7 +80,7 @@ static void slab_free(void *p, size_t size)
 /* Called with frames_mu held: a new slab onto the shared list. */
 static int refill_locked(weft_pool *pool)
 {
-    size_t size = sizeof(struct slab) + SLAB_FRAMES * sizeof(struct frame);
+    size_t size = sizeof(struct slab) + SLAB_FRAMES * sizeof(struct weft__frame);
     struct slab *s = slab_alloc(size);
     if (!s)
         return -ENOMEM;
@@ -129,14 +118,14 @@ struct weft__job *weft__frame_get(weft_pool *pool, struct weft__worker *w)
     struct weft__job *f = pool->frames;
     pool->frames = f->next;
     pool->nframes--;
-    frame_of(f)->home = w;
+    weft__frame_of(f)->home = w;
     if (w) {
         /* Adopt a batch for the private list while we hold the lock. */
         for (unsigned k = 1; k < SLAB_FRAMES && pool->frames; k++) {
             struct weft__job *g = pool->frames;
             pool->frames = g->next;
             pool->nframes--;
-            frame_of(g)->home = w;
+            weft__frame_of(g)->home = w;
             g->next = w->free_frames;
             w->free_frames = g;
         }
@@ -148,7 +137,7 @@ struct weft__job *weft__frame_get(weft_pool *pool, struct weft__worker *w)
 /* f has finished; w is the worker that ran it (frames only run on workers). */
 void weft__frame_put(weft_pool *pool, struct weft__worker *w, struct weft__job *f)
 {
-    struct weft__worker *home = frame_of(f)->home;
+    struct weft__worker *home = weft__frame_of(f)->home;
     if (WEFT_LIKELY(home == w && w)) {
         f->next = w->free_frames;
         w->free_frames = f;

@@ -92,6 +92,15 @@ bool weft__work_visible(weft_pool *pool)
 /* job: as a deque slot holds it (spawned frames tagged). */
 void weft__run_job(struct weft__worker *w, struct weft__job *job)
 {
+    if (WEFT_UNLIKELY(w->trace != NULL)) {
+        weft__trace_run_job(w, job); /* trace.c: the same, in a slice of its own */
+        return;
+    }
+    weft__run_job_plain(w, job);
+}
+
+void weft__run_job_plain(struct weft__worker *w, struct weft__job *job)
+{
     WEFT_ASSERT(!weft__is_resume(job));
     if ((uintptr_t)job & WEFT__FRAME_TAG) {
         weft__run_frame(w, (struct weft__job *)((uintptr_t)job & ~WEFT__FRAME_TAG));
@@ -128,6 +137,7 @@ static struct weft__job *steal_round(struct weft__worker *w)
         }
         if (job) {
             WEFT__COUNT(w, steals);
+            weft__trace_stole(w, v);
             return job;
         }
     }
@@ -147,6 +157,7 @@ static struct weft__job *steal_round(struct weft__worker *w)
                 WEFT__COUNT(w, steal_fails);
             if (job) {
                 WEFT__COUNT(w, steals);
+                weft__trace_stole(w, v);
                 return job;
             }
         }
