@@ -253,7 +253,9 @@ typedef struct weft_stats {
     uint64_t wakeups;     /* times a sleeping worker was woken */
     uint64_t io_ops;      /* I/O calls made from inside tasks */
     /* Added in 0.2. Times in nanoseconds since the workers started. */
-    uint64_t busy_ns;        /* running work: neither looking for work nor parked (a
+    uint64_t busy_ns;        /* running work: neither looking for work nor parked
+                                (the first look of each search counts as busy: the
+                                clock is read only once a search has failed once; a
                                 wait for a stolen job counts as looking) */
     uint64_t idle_ns;        /* parked (asleep) */
     /* Spawn-to-start latency of spawned tasks: median and 99th percentile

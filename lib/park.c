@@ -59,7 +59,6 @@ void weft__start_searching(struct weft__worker *w)
     if (w->searching)
         return;
     w->searching = true;
-    weft__obs_search_begin(w); /* busy time (stats.c) */
     /* seq_cst: makes this worker count as a searcher before it looks; pairs with
      * the pushers' load of the word (a push then need not wake anyone). */
     atomic_fetch_add_explicit(&w->pool->sleep_state, WEFT__SEARCH_ONE,
@@ -86,7 +85,7 @@ void weft__stop_searching(struct weft__worker *w)
     if (!w->searching)
         return;
     w->searching = false;
-    weft__obs_search_end(w);
+    weft__obs_search_end(w); /* busy time (stats.c) */
     /* seq_cst: pairs with the pushers' load as above. */
     uint32_t prev = atomic_fetch_sub_explicit(&w->pool->sleep_state, WEFT__SEARCH_ONE,
                                               memory_order_seq_cst);

@@ -145,7 +145,6 @@ static void *worker_main(void *p)
     weft__sched_thread(w);
     if (pool->on_worker_stop)
         pool->on_worker_stop(w->id, pool->hook_arg);
-    weft__obs_thread_stop(w);
     weft__self = NULL;
     return NULL;
 }

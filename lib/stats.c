@@ -3,13 +3,14 @@
  * Per-worker figures beyond the event counters: busy and idle time, and the latency
  * from a spawn to the start of its task.
  *
- * Time. A worker is busy from the moment it stops looking for work (it found some)
- * until it starts looking again, idle while it sleeps in a park, and searching in
- * between (the bounded spin before a park). The clock is read only at those
- * transitions, which already cost a seq_cst RMW of the parking word (park.c), never
- * per job: a worker that always finds local work reads it twice in its life. A wait
- * whose job was stolen counts as searching, not busy: it runs find_work like an
- * idle worker.
+ * Time. A worker is busy unless it is looking for work or parked; idle while it
+ * sleeps in a park. The clock is never read per job, nor when a search finds work
+ * at its first look (a thief that keeps stealing: a clock read there would cost as
+ * much as the steal, ~100 ns on this VM's TSC). A search is timed from its first
+ * pause, where it has failed once and is about to waste time on purpose, until it
+ * ends; parks happen inside it. So busy = lifetime - timed searches, and the first
+ * look of every search counts as busy. A wait whose job was stolen searches like an
+ * idle worker, so it is not busy either once it has looked once.
  *
  * Latency. Reading a clock on every spawn would cost more than the spawn (~20 ns
  * against 45). So a worker stamps one spawn in WEFT__LAT_EVERY (a private
@@ -32,37 +33,25 @@
 #define LOAD(x)     atomic_load_explicit(&(x), memory_order_relaxed)
 #define STORE(x, v) atomic_store_explicit(&(x), (v), memory_order_relaxed)
 
-static void busy_close(struct weft__worker *w, uint64_t now)
-{
-    uint64_t since = LOAD(w->wstats.busy_since);
-    if (since) {
-        STORE(w->wstats.busy_ns, LOAD(w->wstats.busy_ns) + (now > since ? now - since : 0));
-        STORE(w->wstats.busy_since, 0);
-    }
-}
-
 void weft__obs_thread_start(struct weft__worker *w)
 {
     uint64_t now = weft__now_ns();
-    STORE(w->wstats.busy_since, now);
+    STORE(w->wstats.start_ns, now);
     w->stamp_tick = w->trace ? 1 : WEFT__LAT_EVERY;
     if (w->trace)
         weft__trace_thread_start(w, now);
 }
 
-void weft__obs_thread_stop(struct weft__worker *w)
+void weft__obs_search_slow(struct weft__worker *w)
 {
-    busy_close(w, weft__now_ns());
+    STORE(w->wstats.search_since, weft__now_ns());
 }
 
-void weft__obs_search_begin(struct weft__worker *w)
+void weft__obs_search_end_slow(struct weft__worker *w)
 {
-    busy_close(w, weft__now_ns());
-}
-
-void weft__obs_search_end(struct weft__worker *w)
-{
-    STORE(w->wstats.busy_since, weft__now_ns());
+    uint64_t now = weft__now_ns(), since = LOAD(w->wstats.search_since);
+    STORE(w->wstats.search_ns, LOAD(w->wstats.search_ns) + (now > since ? now - since : 0));
+    STORE(w->wstats.search_since, 0);
 }
 
 void weft__obs_park_begin(struct weft__worker *w)
@@ -101,18 +90,22 @@ void weft__spawn_latency(struct weft__worker *w, struct weft__frame *fr)
  * Snapshots
  * ---------------------------------------------------------------------------- */
 
-/* w's busy and idle time up to now, the running interval included. */
+/* w's busy and idle time up to now, the running search and park included. */
 static void add_times(const struct weft__worker *w, weft_stats *out)
 {
     struct weft__wstats *s = (struct weft__wstats *)&w->wstats;
-    uint64_t busy = LOAD(s->busy_ns), bsince = LOAD(s->busy_since);
+    uint64_t start = LOAD(s->start_ns), search = LOAD(s->search_ns);
+    uint64_t ssince = LOAD(s->search_since);
     uint64_t idle = LOAD(s->idle_ns), psince = LOAD(s->park_since);
     uint64_t now = weft__now_ns();
-    if (bsince && now > bsince)
-        busy += now - bsince;
+    if (!start)
+        return; /* not started yet */
+    if (ssince && now > ssince)
+        search += now - ssince;
     if (psince && now > psince)
         idle += now - psince;
-    out->busy_ns += busy;
+    uint64_t life = now > start ? now - start : 0;
+    out->busy_ns += life > search ? life - search : 0;
     out->idle_ns += idle;
 }
 

@@ -14,13 +14,15 @@
 
 /* Written by the owner only (relaxed load + store, never an RMW); read by
  * weft_pool_stats and weft_pool_stats_worker from any thread as a racy snapshot.
- * Times are CLOCK_MONOTONIC nanoseconds. */
+ * Times are CLOCK_MONOTONIC nanoseconds. Busy = since start - search_ns - the
+ * running search (stats.c says why searches are timed only from their second look). */
 struct weft__wstats {
-    _Atomic(uint64_t) busy_ns;     /* finished busy intervals (not searching, not parked) */
-    _Atomic(uint64_t) busy_since;  /* start of the running busy interval; 0: none */
-    _Atomic(uint64_t) idle_ns;     /* finished parks */
-    _Atomic(uint64_t) park_since;  /* start of the running park; 0: none */
-    _Atomic(uint64_t) lat_n;       /* samples taken so far (the ring's next slot) */
+    _Atomic(uint64_t) start_ns;     /* the worker thread started */
+    _Atomic(uint64_t) search_ns;    /* finished timed searches, parks included */
+    _Atomic(uint64_t) search_since; /* the running search is timed from here; 0: none */
+    _Atomic(uint64_t) idle_ns;      /* finished parks */
+    _Atomic(uint64_t) park_since;   /* start of the running park; 0: none */
+    _Atomic(uint64_t) lat_n;        /* samples taken so far (the ring's next slot) */
     _Atomic(uint32_t) lat[WEFT__LAT_SAMPLES]; /* spawn-to-start, ns (saturated) */
 };
 

@@ -94,12 +94,10 @@ static inline void weft__trace_back(struct weft__worker *w, struct weft__trace_s
 
 /* ---- stats.c ---------------------------------------------------------------- */
 
-/* On the worker thread, before its first job and after its last. */
+/* On the worker thread, before its first job. */
 void weft__obs_thread_start(struct weft__worker *w);
-void weft__obs_thread_stop(struct weft__worker *w);
-/* The worker starts / stops looking for work (park.c): busy time. */
-void weft__obs_search_begin(struct weft__worker *w);
-void weft__obs_search_end(struct weft__worker *w);
+void weft__obs_search_slow(struct weft__worker *w);
+void weft__obs_search_end_slow(struct weft__worker *w);
 /* Around the sleep of a park (park.c): idle time, park slices. */
 void weft__obs_park_begin(struct weft__worker *w);
 void weft__obs_park_end(struct weft__worker *w);
@@ -107,6 +105,21 @@ void weft__spawn_stamp_slow(struct weft__worker *w, struct weft__frame *fr);
 void weft__spawn_latency(struct weft__worker *w, struct weft__frame *fr);
 /* weft_pool_stats: the time and latency fields. */
 void weft__stats_pool_extra(const weft_pool *pool, weft_stats *out);
+
+/* A search found nothing at its first look and pauses (worker.c): time it from
+ * here, once. */
+static inline void weft__obs_searching(struct weft__worker *w)
+{
+    if (atomic_load_explicit(&w->wstats.search_since, memory_order_relaxed) == 0)
+        weft__obs_search_slow(w);
+}
+
+/* The worker stops looking for work (park.c): end a timed search. */
+static inline void weft__obs_search_end(struct weft__worker *w)
+{
+    if (WEFT_UNLIKELY(atomic_load_explicit(&w->wstats.search_since, memory_order_relaxed) != 0))
+        weft__obs_search_end_slow(w);
+}
 
 /* A spawn from worker w (NULL: an outside thread) is about to publish frame f: stamp
  * every WEFT__LAT_EVERY-th (every one while tracing: flows need the spawn time). */

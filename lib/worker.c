@@ -221,6 +221,7 @@ struct weft__job *weft__find_work(struct weft__worker *w, const _Atomic(uint32_t
                 weft__stop_searching(w);
                 return NULL;
             }
+            weft__obs_searching(w); /* stats.c: time searches from here */
             if (round < SPIN_ROUNDS) {
                 for (unsigned k = 0; k < (32u << (round / 4)); k++)
                     weft__cpu_relax();
