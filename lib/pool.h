@@ -232,8 +232,8 @@ void weft__latch_wait_floor(struct weft__worker *w, struct weft__latch *l, int64
 
 /* task.c */
 /* A spawn frame: the job, the worker whose lists it returns to (NULL: the pool's
- * shared list), the spawn time when sampled (stats.c; 0: not sampled), and up to
- * 64 bytes of copied arguments. */
+ * shared list), the spawn time when sampled (stats.c; 0: not sampled, and always
+ * once the frame has started), and up to 64 bytes of copied arguments. */
 struct weft__frame {
     struct weft__job job;
     struct weft__worker *home;

@@ -136,6 +136,7 @@ static int spawn(weft_scope *s, weft_fn fn, void *arg, const void *copy, size_t 
     int err = push_frame(pool, w, f);
     if (err) {
         atomic_fetch_sub_explicit(&s->pending, 1, memory_order_relaxed);
+        weft__frame_of(f)->stamp = 0; /* never started: no sample */
         weft__frame_put(pool, w, f);
         return err;
     }
@@ -198,11 +199,11 @@ void weft__run_frame(struct weft__worker *w, struct weft__job *f)
         s->running++;
         pthread_mutex_unlock(&s->mu);
     }
+    weft__spawn_started(w, f); /* a latency sample (stats.c) */
     /* Acquire: pairs with the release in scope_fail(). */
     if (!atomic_load_explicit(&s->cancelled, memory_order_acquire)) {
         struct weft_scope *outer = w->scope;
         w->scope = s;
-        weft__spawn_started(w, f);
         int r = f->fn(f->arg);
         /* f->fn may have suspended and resumed on another worker. */
         w = weft__current();

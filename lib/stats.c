@@ -15,8 +15,9 @@
  * Latency. Reading a clock on every spawn would cost more than the spawn (~20 ns
  * against 45). So a worker stamps one spawn in WEFT__LAT_EVERY (a private
  * countdown: one decrement and a branch on the spawn path), the frame carries the
- * stamp, and whoever starts the frame records start - stamp in its own ring of the
- * last WEFT__LAT_SAMPLES samples. While tracing, every spawn is stamped (the flows
+ * stamp (0 otherwise: slabs start so, and a start clears it), and whoever starts
+ * the frame records start - stamp in its own ring of the last WEFT__LAT_SAMPLES
+ * samples. While tracing, every spawn is stamped (the flows
  * of trace.c need the spawn time), so every start is sampled.
  *
  * Every field is written by its worker only, with relaxed loads and stores, and read
@@ -84,6 +85,7 @@ void weft__spawn_latency(struct weft__worker *w, struct weft__frame *fr)
     uint64_t n = LOAD(w->wstats.lat_n);
     STORE(w->wstats.lat[n % WEFT__LAT_SAMPLES], d > UINT32_MAX ? UINT32_MAX : (uint32_t)d);
     STORE(w->wstats.lat_n, n + 1);
+    fr->stamp = 0; /* the frame is reused unstamped unless sampled again */
 }
 
 /* ------------------------------------------------------------------------------

@@ -88,6 +88,7 @@ static int refill_locked(weft_pool *pool)
     s->next = pool->slabs;
     pool->slabs = s;
     for (unsigned k = 0; k < SLAB_FRAMES; k++) {
+        s->frames[k].stamp = 0; /* stats.c: set only on sampled spawns, cleared at start */
         s->frames[k].job.next = pool->frames;
         pool->frames = &s->frames[k].job;
     }

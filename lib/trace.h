@@ -121,19 +121,16 @@ static inline void weft__obs_search_end(struct weft__worker *w)
         weft__obs_search_end_slow(w);
 }
 
-/* A spawn from worker w (NULL: an outside thread) is about to publish frame f: stamp
- * every WEFT__LAT_EVERY-th (every one while tracing: flows need the spawn time). */
+/* A spawn from worker w (NULL: an outside thread) is about to publish frame f:
+ * stamp every WEFT__LAT_EVERY-th (every one while tracing: flows need the spawn
+ * time). A frame's stamp is 0 unless stamped; its start clears it. */
 static inline void weft__spawn_stamp(struct weft__worker *w, struct weft__job *f)
 {
-    struct weft__frame *fr = weft__frame_of(f);
-    if (w && WEFT_UNLIKELY(--w->stamp_tick == 0)) {
-        weft__spawn_stamp_slow(w, fr);
-        return;
-    }
-    fr->stamp = 0;
+    if (w && WEFT_UNLIKELY(--w->stamp_tick == 0))
+        weft__spawn_stamp_slow(w, weft__frame_of(f));
 }
 
-/* Frame f starts running on w: a latency sample if it was stamped. */
+/* Frame f starts on w (admitted, cancelled or not): a sample if it was stamped. */
 static inline void weft__spawn_started(struct weft__worker *w, struct weft__job *f)
 {
     struct weft__frame *fr = weft__frame_of(f);
