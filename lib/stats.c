@@ -75,7 +75,7 @@ void weft__obs_park_end(struct weft__worker *w)
 void weft__spawn_stamp_slow(struct weft__worker *w, struct weft__frame *fr)
 {
     fr->stamp = weft__now_ns();
-    w->stamp_tick = w->trace ? 1 : WEFT__LAT_EVERY;
+    w->stamp_tick = w->trace && !w->trace->stopped ? 1 : WEFT__LAT_EVERY;
 }
 
 void weft__spawn_latency(struct weft__worker *w, struct weft__frame *fr)

@@ -305,6 +305,10 @@ static const char *default_name(struct weft__job *job)
 void weft__trace_run_job(struct weft__worker *w, struct weft__job *job)
 {
     struct weft__tbuf *b = w->trace;
+    if (WEFT_UNLIKELY(b->stopped)) {
+        weft__run_job_plain(w, job); /* out of budget: nothing more is recorded */
+        return;
+    }
     uint64_t now = weft__now_ns();
     /* The task this job runs on top of (a wait helping), if any: on this fiber's
      * stack, so it comes back with us wherever the job leaves us. */
