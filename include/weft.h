@@ -68,9 +68,10 @@ typedef struct weft_pool_options {
     /* Added in 0.2 (zero = off, so {0} and designated initialisers keep working). */
     /* Called on each worker thread with its index (0..threads-1) and hook_arg: start
      * before the worker takes any work, stop after its last task (while the pool is
-     * destroyed). For per-worker setup (arenas, hash states, thread names); a hook
-     * may call weft_worker_index but must not wait for the pool's work (weft_run,
-     * weft_scope_run or a loop on this pool from a hook never returns). */
+     * destroyed), each exactly once. For per-worker setup and teardown (arenas, hash
+     * states): a hook may call weft_worker_index, but must not hand work to the pool
+     * or wait (spawns, joins, loops, weft_run, I/O): the worker is not running its
+     * loop yet, or any more. */
     void (*on_worker_start)(unsigned index, void *hook_arg);
     void (*on_worker_stop)(unsigned index, void *hook_arg);
     void *hook_arg;
