@@ -459,7 +459,7 @@ static void json_str(char *dst, size_t cap, const char *s)
 
 static void write_event(struct out *o, unsigned tid, const struct weft__tev *e)
 {
-    char buf[640], name[224];
+    char buf[1024], name[224];
     int n = 0;
     switch (e->kind) {
     case EV_SLICE:
