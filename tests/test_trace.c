@@ -409,6 +409,7 @@ static int sleep_task(void *p)
     (void)p;
     weft_trace_label("sleeper");
     TCHECK(weft_sleep(1000000) == 0); /* suspends: one slice before, one after */
+    weft_trace_label("after \"sleep\" \\ \n\t"); /* escaped in the JSON */
     return 0;
 }
 
