@@ -27,6 +27,8 @@
  *   WEFT_JOBSERVER=0     ignore make's jobserver (as WEFT_POOL_NO_JOBSERVER)
  *   MAKEFLAGS            a GNU make jobserver named here is used automatically
  *                        (see WEFT_POOL_NO_JOBSERVER)
+ *   WEFT_TRACE=path      write a trace of each pool (as weft_pool_options.trace_path)
+ *   WEFT_TRACE_MAX_MB=N  largest trace file, MiB (default 256): past it, stop recording
  */
 #ifndef WEFT_H
 #define WEFT_H
@@ -95,6 +97,20 @@ typedef struct weft_pool_options {
     unsigned ring_entries; /* io_uring entries per worker; 0: default. A size
                               io_uring refuses (above 32768) makes the pool use the
                               blocking backend, as where io_uring is unavailable. */
+    /* Added in 0.2 (zero = off, so {0} and designated initialisers keep working). */
+    /* Called on each worker thread with its index (0..threads-1) and hook_arg: start
+     * before the worker takes any work, stop after its last task (while the pool is
+     * destroyed), each exactly once. For per-worker setup and teardown (arenas, hash
+     * states): a hook may call weft_worker_index, but must not hand work to the pool
+     * or wait (spawns, joins, loops, weft_run, I/O): the worker is not running its
+     * loop yet, or any more. */
+    void (*on_worker_start)(unsigned index, void *hook_arg);
+    void (*on_worker_stop)(unsigned index, void *hook_arg);
+    void *hook_arg;
+    /* Write a trace of this pool to this file (as WEFT_TRACE, which it overrides; ""
+     * means no trace whatever WEFT_TRACE says; NULL: WEFT_TRACE decides). See
+     * "Traces" below. */
+    const char *trace_path;
 } weft_pool_options;
 
 /* Create a pool of worker threads. opts may be NULL (all defaults).
@@ -106,7 +122,9 @@ typedef struct weft_pool_options {
  *            stack_size so large that no mapping of it can be described (within
  *            two pages and a header of SIZE_MAX);
  *   -ENOMEM  out of memory;
- *   -EAGAIN  a worker thread could not be started (the pool is not created). */
+ *   -EAGAIN  a worker thread could not be started (the pool is not created);
+ *   open(2)'s -errno for opts->trace_path (-ENOENT, -EACCES, ...). A WEFT_TRACE
+ *            that cannot be opened only gets a warning: the pool runs untraced. */
 WEFT_API int weft_pool_create(weft_pool **pool, const weft_pool_options *opts);
 
 /* Wait for all work submitted to the pool, stop its workers and free it.
@@ -117,6 +135,12 @@ WEFT_API void weft_pool_destroy(weft_pool *pool);
 
 /* Number of workers; 0 for NULL. Thread context: any thread. */
 WEFT_API unsigned weft_pool_threads(const weft_pool *pool);
+
+/* The index (0..threads-1) of the worker running the calling task, in that task's
+ * pool; -1 outside any worker. A task may resume on another worker after any call
+ * that can wait (I/O, weft_join, weft_scope_run, the loops, weft_yield): the index is
+ * valid until then. Also valid in the worker hooks. Thread context: any thread. */
+WEFT_API int weft_worker_index(void);
 
 /* The process-wide pool: created with default options on first use, destroyed at
  * exit. Returns NULL only if it cannot be created (out of memory or threads).
@@ -360,12 +384,64 @@ typedef struct weft_stats {
                                        the implicit token is not counted */
     uint64_t jobserver_tokens_peak; /* the most held at once since the first of the
                                        process's current pools attached */
+    /* Added in 0.2. Times in nanoseconds since the workers started. */
+    uint64_t busy_ns;        /* running work: neither looking for work nor parked
+                                (the first look of each search counts as busy: the
+                                clock is read only once a search has failed once; a
+                                wait for a stolen job counts as looking) */
+    uint64_t idle_ns;        /* parked (asleep) */
+    /* Spawn-to-start latency of spawned tasks: median and 99th percentile
+     * (nearest rank) over the last 256 samples of each worker; a worker samples one
+     * spawn in 64 (every spawn while tracing). 0: no samples yet. Spawns from
+     * outside threads are not sampled. */
+    uint64_t latency_p50_ns;
+    uint64_t latency_p99_ns;
 } weft_stats;
 
-/* Sum of the pool's counters. NULL: the calling worker's pool, else the default
- * pool if it exists, else all zero. Thread context: any thread (the figures are a
- * racy snapshot while the pool runs). */
+/* Sum of the pool's counters and times (latency over all workers' samples). NULL:
+ * the calling worker's pool, else the default pool if it exists, else all zero.
+ * Thread context: any thread (the figures are a racy snapshot while the pool runs). */
 WEFT_API void weft_pool_stats(const weft_pool *pool, weft_stats *out);
+
+/* The figures of worker index alone: what it did (its spawns, steals, parks, ...,
+ * I/O calls), its busy and idle time, and the latency of the tasks it started.
+ * Spawns from outside threads are in weft_pool_stats only. pool NULL: as there.
+ * Thread context: any thread (a racy snapshot while the pool runs).
+ * Errors: -EINVAL out is NULL, or index >= the pool's threads (also: pool NULL
+ * outside any worker with no default pool). */
+WEFT_API int weft_pool_stats_worker(const weft_pool *pool, unsigned index, weft_stats *out);
+
+/* Traces. With WEFT_TRACE=path (or weft_pool_options.trace_path) a pool writes a
+ * Chrome trace-event JSON file, {"traceEvents":[...],"displayTimeUnit":"ns"}, which
+ * Perfetto (ui.perfetto.dev, trace_processor) and chrome://tracing open, and
+ * tools/weft-trace summarises. It is written when the pool is destroyed (the default
+ * pool: at exit, unless exit is called from a task); one file per pool: path for the
+ * first pool of the process traced there, then path.2, path.3, ...
+ * pid is the process id, tid the worker index ("thread_name" events: weft-N).
+ *  - "X" slices (cat "task"), ts/dur in microseconds: one per run of a task on the
+ *    worker that ran it (a task that suspends has one slice per run); they never
+ *    overlap on a worker: a job run inside a wait, a park or a suspension ends the
+ *    running slice and a new one continues it. args.task: the task's id (the same
+ *    for every run of one task); args.stolen_from: the worker it was stolen from.
+ *    Names: "task" (spawned), "job" (weft_join's and weft_run's), "loop" (a piece
+ *    of a loop), or weft_trace_label's.
+ *  - "X" slices named "park": the worker slept.
+ *  - Async "b"/"e" pairs (cat "wait", named read, open, sleep, yield, wait, ...): a
+ *    task suspended; args.resumed_on says which worker resumed it.
+ *  - Flows "s"/"f" (cat "steal"): from a spawn to the start of the task on the
+ *    worker that stole it.
+ *  - Counters "ready weft-N": a worker's queue of resumed tasks.
+ * Recording stops past WEFT_TRACE_MAX_MB MiB (default 256) of JSON; the file then
+ * ends with a metadata event "weft_trace_truncated" (args: max_mb, dropped_events).
+ * Tracing costs a clock read per slice boundary and per spawn; off, it costs a
+ * branch. */
+
+/* Name the calling task's slices (this run and the next ones of the task) in the
+ * trace. name is kept by pointer: a literal, or a string that outlives the pool.
+ * No-op when the pool is not traced or outside a task. Inside weft_join's a or b
+ * (when not stolen) it names the task that called weft_join.
+ * Thread context: any thread. */
+WEFT_API void weft_trace_label(const char *name);
 
 /* ------------------------------------------------------------------------------
  * Fork-join

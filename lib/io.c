@@ -203,6 +203,15 @@ static int try_cached(struct weft__op *op, int64_t *partial)
     }
 }
 
+/* What a suspended task waits for, in traces (trace.c). */
+static const char *const op_name[] = {
+    [WEFT__OP_OPEN] = "open",     [WEFT__OP_CLOSE] = "close",   [WEFT__OP_READ] = "read",
+    [WEFT__OP_WRITE] = "write",   [WEFT__OP_STATX] = "statx",   [WEFT__OP_FSYNC] = "fsync",
+    [WEFT__OP_ACCEPT] = "accept", [WEFT__OP_CONNECT] = "connect", [WEFT__OP_RECV] = "recv",
+    [WEFT__OP_SEND] = "send",     [WEFT__OP_SLEEP] = "sleep",   [WEFT__OP_POLL] = "waitpid",
+    [WEFT__OP_CALL] = "run_blocking", [WEFT__OP_WAITPID] = "waitpid",
+};
+
 /* op to w's backend, on the scope's list while it is in flight. */
 static int64_t run_backend(struct weft__worker *w, struct weft__op *op)
 {
@@ -215,8 +224,10 @@ static int64_t run_backend(struct weft__worker *w, struct weft__op *op)
     op->scope = s;
     if (s && weft__scope_op_add(s, op) != 0)
         return -ECANCELED;
+    weft__trace_why(w, op_name[op->kind]);
     int64_t r = w->io && !op->on_blocking ? weft__uring_run(w, op)
                                           : weft__blocking_run(w, op);
+    weft__trace_why(weft__current(), NULL); /* it may not have suspended */
     if (s) {
         weft__scope_op_del(s, op);
         if (atomic_load_explicit(&op->cancelled, memory_order_relaxed) &&
@@ -378,7 +389,9 @@ WEFT_API int weft_read_file(const char *path, void **data, size_t *size)
         if (try_cached(&op, &partial)) {
             fd = (int)op.res;
         } else {
+            weft__trace_why(w, "read_file");
             int r = w->io ? weft__uring_read_file(w, path, data, size) : -ENOSYS;
+            weft__trace_why(weft__current(), NULL);
             if (r != -ENOSYS) {
                 WEFT__COUNT(w, io_ops); /* the reads and the close */
                 WEFT__COUNT(w, io_ops);
@@ -500,8 +513,11 @@ WEFT_API int weft_yield(void)
     }
     if (cancelled_here(w))
         return -ECANCELED;
-    if (!weft__yield())
+    weft__trace_why(w, "yield");
+    if (!weft__yield()) {
+        weft__trace_why(w, NULL);
         sched_yield(); /* no fibers: let other threads run at least */
+    }
     return 0;
 }
 

@@ -160,8 +160,9 @@ static bool latch_register(struct weft__latch *l, uintptr_t prev, uintptr_t next
 static void latch_suspended(struct weft__worker *w, struct weft__wait *wt, void *arg)
 {
     struct weft__latch *l = arg;
-    /* Relaxed: the CAS below decides; its failure load is the acquire that counts. */
-    uintptr_t cur = atomic_load_explicit(&l->word, memory_order_relaxed);
+    /* Acquire: if it reads SET, pairs with the setter's exchange, so the waiter
+     * (resumed through the ready queue's lock) sees what was published. */
+    uintptr_t cur = atomic_load_explicit(&l->word, memory_order_acquire);
     if (cur != LATCH_SET && latch_register(l, cur, word_task(wt)))
         return; /* the setter readies wt */
     weft__ready_push(w, wt);

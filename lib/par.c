@@ -254,6 +254,7 @@ static int process(struct loop *l, size_t lo, size_t hi)
 static int part_run(void *p)
 {
     struct part *pt = p;
+    weft_trace_label("loop"); /* traces: a piece of a loop, not a plain join job */
     return process(pt->l, pt->lo, pt->hi);
 }
 

@@ -86,6 +86,7 @@ void weft__stop_searching(struct weft__worker *w)
     if (!w->searching)
         return;
     w->searching = false;
+    weft__obs_search_end(w); /* busy time (stats.c) */
     /* seq_cst: pairs with the pushers' load as above. */
     uint32_t prev = atomic_fetch_sub_explicit(&w->pool->sleep_state, WEFT__SEARCH_ONE,
                                               memory_order_seq_cst);
@@ -229,6 +230,7 @@ void weft__park(struct weft__worker *w, const struct weft__latch *until)
     }
     weft__js_sleep(w);          /* jobserver.c: asleep, a worker holds no token */
     WEFT__COUNT(w, parks);
+    weft__obs_park_begin(w); /* idle time, park slices (stats.c); _end at each wake */
     if (w->io) {
         /* Park in the ring: a completion, a MSG_RING or the eventfd ends the wait.
          * Acquire: pairs with the release store in wake_word(). */
@@ -238,16 +240,19 @@ void weft__park(struct weft__worker *w, const struct weft__latch *until)
                  * (unless a waker has just taken us off it). */
                 leave_idle(w);
                 WEFT__COUNT(w, wakeups);
+                weft__obs_park_end(w);
                 return;
             }
         }
         WEFT__COUNT(w, wakeups);
+        weft__obs_park_end(w);
         return;
     }
     /* Acquire: pairs with the release store in wake_word(). */
     while (atomic_load_explicit(&w->wake, memory_order_acquire) == 0)
         weft__futex_wait(&w->wake, 0);
     WEFT__COUNT(w, wakeups);
+    weft__obs_park_end(w);
     /* searching was set by whoever woke us, under idle_mu; taking the lock here
      * would be the only way to see it race-free, and the store-release above
      * already orders it before the wake. */

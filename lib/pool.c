@@ -3,8 +3,8 @@
  * Pools: creation, the worker threads, destruction, the default pool, fork.
  *
  * Lifecycle rules:
- *  - Options: explicit option > environment (WEFT_NUM_THREADS, WEFT_PIN, WEFT_IO) >
- *    default (topo.c). The environment is read at each pool creation; garbage is
+ *  - Options: explicit option > environment (WEFT_NUM_THREADS, WEFT_PIN, WEFT_IO,
+ *    WEFT_TRACE: trace.c) > default (topo.c). The environment is read at each pool creation; garbage is
  *    ignored with one warning on stderr.
  *  - Workers start with asynchronous signals blocked, so a program's signal handlers
  *    run on its own threads, never in the middle of a task.
@@ -118,8 +118,13 @@ static void *worker_main(void *p)
     if (pool->flags & WEFT_POOL_PIN)
         (void)weft__topo_pin(pool->topo, w->id); /* best effort: a cpuset may forbid it */
     weft__io_thread_init(w);
+    weft__obs_thread_start(w);  /* stats.c: clocks, trace buffer */
+    if (pool->on_worker_start)
+        pool->on_worker_start(w->id, pool->hook_arg);
     weft__js_thread_start(w);   /* with a jobserver: a token first */
     weft__sched_thread(w);
+    if (pool->on_worker_stop)
+        pool->on_worker_stop(w->id, pool->hook_arg);
     weft__self = NULL;
     return NULL;
 }
@@ -165,6 +170,7 @@ static void worker_free(struct weft__worker *w)
 /* The pool's memory, not its locks: also for pools inherited across fork(). */
 static void pool_free_memory(weft_pool *pool)
 {
+    weft__trace_pool_free(pool);
     weft__js_pool_fini(pool);   /* gives every token back (none if dead) */
     /* Threads that may still wake workers go first: a blocking thread that has
      * just made a task ready may still be writing to its worker's eventfd. */
@@ -306,6 +312,14 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
             pool_free(pool);
             return -ENOMEM;
         }
+    pool->on_worker_start = o.on_worker_start;
+    pool->on_worker_stop = o.on_worker_stop;
+    pool->hook_arg = o.hook_arg;
+    int terr = weft__trace_pool_init(pool, o.trace_path); /* WEFT_TRACE, trace.c */
+    if (terr) {
+        pool_free(pool);
+        return terr;
+    }
     pool->ring_entries = o.ring_entries;
     if (!(o.flags & WEFT_POOL_NO_URING))
         pool->uring = weft__uring_pool_init(pool);
@@ -388,12 +402,19 @@ WEFT_API void weft_pool_destroy(weft_pool *pool)
     }
     unlink_pool(pool);
     stop_workers(pool, pool->nthreads);
+    weft__trace_pool_write(pool);
     pool_free(pool);
 }
 
 WEFT_API unsigned weft_pool_threads(const weft_pool *pool)
 {
     return pool ? pool->nthreads : 0;
+}
+
+WEFT_API int weft_worker_index(void)
+{
+    struct weft__worker *w = weft__current();
+    return w ? (int)w->id : -1;
 }
 
 static void destroy_default_at_exit(void)
@@ -430,6 +451,14 @@ WEFT_API weft_pool *weft_default_pool(void)
             atexit(destroy_default_at_exit);
     }
     pthread_mutex_unlock(&create_mu);
+    return p;
+}
+
+weft_pool *weft__default_pool_peek(void)
+{
+    pthread_mutex_lock(&pools_mu);
+    weft_pool *p = default_pool;
+    pthread_mutex_unlock(&pools_mu);
     return p;
 }
 
@@ -504,6 +533,7 @@ WEFT_API void weft_pool_stats(const weft_pool *pool, weft_stats *out)
         out->io_ops += atomic_load_explicit(&c->io_ops, memory_order_relaxed);
     }
     weft__js_stats(pool, out);
+    weft__stats_pool_extra(pool, out); /* busy, idle, latency (stats.c) */
 }
 
 const char *weft__pool_io_backend(const weft_pool *pool)

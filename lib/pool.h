@@ -13,6 +13,7 @@
 #include "debug.h"
 #include "deque.h"
 #include "noise.h"
+#include "stats.h"
 #include "topo.h"
 #ifdef WEFT_HAVE_FIBERS
 #include "fiber.h"
@@ -82,6 +83,11 @@ struct weft__worker {
      * whose count the scope has not been told yet. */
     struct weft_scope *acct_scope;
     int64_t acct_done;
+    /* Observability (stats.c, trace.c), owner-private: this worker's trace buffer
+     * (NULL: tracing off, the one branch the hot paths pay), and spawns left until
+     * the next one whose frame is stamped for a latency sample. */
+    struct weft__tbuf *trace;
+    unsigned stamp_tick;
     /* Spawn frames (task.c): owner-private free list. */
     struct weft__job *free_frames;
     unsigned nfree_frames;
@@ -96,6 +102,7 @@ struct weft__worker {
     struct weft__job *yield_head, *yield_tail;  /* tasks that called weft_yield */
     _Atomic(size_t) ready_len, yield_len;
     alignas(64) struct weft__counters stats;
+    alignas(64) struct weft__wstats wstats; /* busy/idle time, latency (stats.c) */
 #ifdef WEFT_HAVE_FIBERS
     struct weft__fiber thread_fiber; /* the thread's own stack (sched.c) */
 #endif
@@ -142,6 +149,11 @@ struct weft_pool {
     unsigned ring_entries;
     struct weft__worker **workers;
     const struct weft__topo *topo;        /* process-wide, read once */
+    /* weft_pool_options' worker hooks (pool.c) and the trace (trace.c, or NULL). */
+    void (*on_worker_start)(unsigned index, void *hook_arg);
+    void (*on_worker_stop)(unsigned index, void *hook_arg);
+    void *hook_arg;
+    struct weft__trace *trace;
     weft_pool *next_pool;                 /* all pools, for the fork handler */
 };
 
@@ -157,6 +169,8 @@ static inline void weft__cpu_relax(void)
 /* pool.c */
 weft_pool *weft__pool_resolve(weft_pool *pool, int *err);
 int weft__pool_check(const weft_pool *pool);
+/* The default pool if it exists (never creates it). */
+weft_pool *weft__default_pool_peek(void);
 /* The calling thread's worker if it belongs to pool, else NULL. */
 static inline struct weft__worker *weft__worker_of(const weft_pool *pool)
 {
@@ -172,6 +186,8 @@ struct weft__worker *weft__current(void);
 /* job as a deque slot holds it: spawned frames carry WEFT__FRAME_TAG. Never a
  * resume job (those come only from find_work). */
 void weft__run_job(struct weft__worker *w, struct weft__job *job);
+/* The same without the trace's slice around it (trace.c calls it). */
+void weft__run_job_plain(struct weft__worker *w, struct weft__job *job);
 /* One job to run (a resume job: see weft__is_resume), or NULL once until is set.
  * Local jobs are taken only above floor. May park. */
 struct weft__job *weft__find_work(struct weft__worker *w, const struct weft__latch *until,
@@ -254,6 +270,19 @@ void weft__latch_wait(struct weft__worker *w, struct weft__latch *l);
 void weft__latch_block(struct weft__latch *l);
 
 /* task.c */
+/* A spawn frame: the job, the worker whose lists it returns to (NULL: the pool's
+ * shared list), the spawn time when sampled (stats.c; 0: not sampled, and always
+ * once the frame has started), and up to 64 bytes of copied arguments. */
+struct weft__frame {
+    struct weft__job job;
+    struct weft__worker *home;
+    uint64_t stamp;
+    alignas(16) unsigned char args[64];
+};
+static inline struct weft__frame *weft__frame_of(struct weft__job *j)
+{
+    return (struct weft__frame *)(void *)j;
+}
 struct weft__job *weft__frame_get(weft_pool *pool, struct weft__worker *w);
 void weft__frame_put(weft_pool *pool, struct weft__worker *w, struct weft__job *f);
 void weft__frames_free(weft_pool *pool);
@@ -286,5 +315,8 @@ void weft__pool_stack_counts(const weft_pool *pool, size_t *nfree, size_t *total
 #define WEFT__SLEEP_ONE  (1u << 16)
 /* Parking word: a sleeper exists and nobody is searching. */
 #define WEFT__NEED_WAKE(s) ((s) >= WEFT__SLEEP_ONE && ((s) & 0xffffu) == 0)
+
+/* The observability hooks are inline and read struct weft__worker. */
+#include "trace.h"
 
 #endif

@@ -104,7 +104,6 @@ struct weft__deadline {
     size_t idx;                      /* in the heap, while armed */
     bool armed;
 };
-uint64_t weft__now_ns(void);
 int  weft__timer_init(weft_pool *pool);
 void weft__timer_free(weft_pool *pool);
 /* Arm d to fire at when, or earlier if it is armed already (the earliest wins).

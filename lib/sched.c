@@ -235,6 +235,8 @@ void weft__switch_to(struct weft__worker *w, struct weft__fiber *to, weft__after
 {
     struct weft__fiber *from = w->fiber;
     struct weft_scope *scope = w->dq.scope;
+    struct weft__trace_saved tr;
+    weft__trace_leave(w, &tr); /* trace.c: this task's slice ends */
     w->switches++;
     /* The fiber that leaves may have private jobs on the deque: let thieves have
      * them while it waits (deque.c); and finishes it deferred count (scope.c). */
@@ -251,6 +253,7 @@ void weft__switch_to(struct weft__worker *w, struct weft__fiber *to, weft__after
     w = weft__current();
     run_after(w);
     w->dq.scope = scope;
+    weft__trace_back(w, &tr);  /* and a new one begins, on this worker */
 }
 
 /* The worker loop. Runs on a fiber; every fiber's bottom frame is one. */

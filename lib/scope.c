@@ -240,6 +240,7 @@ static int spawn(weft_scope *s, weft_fn fn, void *arg, const void *copy, size_t 
     } else {
         f->arg = arg;
     }
+    weft__spawn_stamp(w, f); /* latency sample, trace flow (stats.c) */
     /* A finish of this scope deferred here pays for the spawn (see the top of the
      * file). Else relaxed: the spawner holds a count (the body's or its running
      * task's), so the counter cannot reach zero meanwhile; the push publishes the
@@ -255,6 +256,7 @@ static int spawn(weft_scope *s, weft_fn fn, void *arg, const void *copy, size_t 
             w->acct_done++;
         else
             atomic_fetch_sub_explicit(&s->pending, 1, memory_order_relaxed);
+        weft__frame_of(f)->stamp = 0; /* never started: no sample */
         weft__frame_put(pool, w, f);
         return err;
     }
@@ -338,6 +340,7 @@ void weft__run_frame(struct weft__worker *w, struct weft__job *f)
         s->running++;
         pthread_mutex_unlock(&s->mu);
     }
+    weft__spawn_started(w, f); /* a latency sample (stats.c) */
     /* Acquire: pairs with the release in scope_fail(). */
     if (!atomic_load_explicit(&s->cancelled, memory_order_acquire)) {
         struct weft_scope *outer = w->dq.scope;

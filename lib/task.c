@@ -26,27 +26,17 @@
 #include <jemalloc/jemalloc.h>
 #endif
 
-struct frame {
-    struct weft__job job;
-    alignas(16) unsigned char args[64];
-};
-
-static inline struct frame *frame_of(struct weft__job *j)
-{
-    return (struct frame *)(void *)j;
-}
-
 struct slab {
     struct slab *next;
     size_t size;
-    alignas(64) struct frame frames[];
+    alignas(64) struct weft__frame frames[];
 };
 
 #define SLAB_FRAMES WEFT__FRAMES_SLAB
 
 void *weft__frame_args(struct weft__job *f)
 {
-    return ((struct frame *)(void *)f)->args;
+    return ((struct weft__frame *)(void *)f)->args;
 }
 
 #ifdef WEFT_HAVE_JEMALLOC
@@ -92,7 +82,7 @@ static void slab_free(void *p, size_t size)
 /* Called with frames_mu held: a new slab onto the shared list. */
 static int refill_locked(weft_pool *pool)
 {
-    size_t size = sizeof(struct slab) + SLAB_FRAMES * sizeof(struct frame);
+    size_t size = sizeof(struct slab) + SLAB_FRAMES * sizeof(struct weft__frame);
     struct slab *s = WEFT__FAULT("task.slab") ? NULL : slab_alloc(size);
     if (!s)
         return -ENOMEM;
@@ -100,6 +90,7 @@ static int refill_locked(weft_pool *pool)
     s->next = pool->slabs;
     pool->slabs = s;
     for (unsigned k = 0; k < SLAB_FRAMES; k++) {
+        s->frames[k].stamp = 0; /* stats.c: set only on sampled spawns, cleared at start */
         s->frames[k].job.next = pool->frames;
         pool->frames = &s->frames[k].job;
     }
@@ -119,6 +110,7 @@ struct weft__job *weft__frame_get(weft_pool *pool, struct weft__worker *w)
         if (WEFT_LIKELY(f != NULL)) {
             w->free_frames = f->next;
             w->nfree_frames--;
+            weft__frame_of(f)->home = w; /* the spawner (trace.c's flows) */
             return f;
         }
     }
@@ -130,6 +122,7 @@ struct weft__job *weft__frame_get(weft_pool *pool, struct weft__worker *w)
     struct weft__job *f = pool->frames;
     pool->frames = f->next;
     pool->nframes--;
+    weft__frame_of(f)->home = w;
     if (w) {
         /* Adopt a batch for the private list while we hold the lock. */
         for (unsigned k = 1; k < SLAB_FRAMES && pool->frames; k++) {

@@ -46,13 +46,6 @@ struct weft__timer {
     size_t n, cap;
 };
 
-uint64_t weft__now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 int weft__timer_init(weft_pool *pool)
 {
     struct weft__timer *t = calloc(1, sizeof(*t));

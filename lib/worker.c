@@ -89,6 +89,15 @@ bool weft__work_visible(weft_pool *pool)
 /* job: as a deque slot holds it (spawned frames tagged). */
 void weft__run_job(struct weft__worker *w, struct weft__job *job)
 {
+    if (WEFT_UNLIKELY(w->trace != NULL)) {
+        weft__trace_run_job(w, job); /* trace.c: the same, in a slice of its own */
+        return;
+    }
+    weft__run_job_plain(w, job);
+}
+
+void weft__run_job_plain(struct weft__worker *w, struct weft__job *job)
+{
     WEFT_ASSERT(!weft__is_resume(job));
     if ((uintptr_t)job & WEFT__FRAME_TAG) {
         weft__run_frame(w, (struct weft__job *)((uintptr_t)job & ~WEFT__FRAME_TAG));
@@ -116,8 +125,10 @@ static struct weft__job *steal_from(struct weft__worker *w, struct weft__worker 
         return job;
     while ((job = weft__deque_steal(&v->dq)) == WEFT__STEAL_ABORT)
         WEFT__COUNT(w, steal_fails);
-    if (job)
+    if (job) {
         WEFT__COUNT(w, steals);
+        weft__trace_stole(w, v->id);
+    }
     return job;
 }
 
@@ -219,6 +230,7 @@ struct weft__job *weft__find_work(struct weft__worker *w, const struct weft__lat
                 weft__stop_searching(w);
                 return NULL;
             }
+            weft__obs_searching(w); /* stats.c: time searches from here */
             if (round < SPIN_ROUNDS) {
                 for (unsigned k = 0; k < (32u << (round / 4)); k++)
                     weft__cpu_relax();

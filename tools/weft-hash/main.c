@@ -44,8 +44,9 @@ static const char usage_text[] =
 "                   pool: the baseline for speedups (ignores --threads)\n"
 "      --summary    after the run, print on stderr: files, bytes, elapsed time,\n"
 "                   throughput, the time of each phase (start, walk, sort, hash,\n"
-"                   print), the pool's counters and one machine-readable RESULT\n"
-"                   line\n"
+"                   print), the pool's counters, busy and parked time and\n"
+"                   spawn-to-start latency (in all and per worker) and one\n"
+"                   machine-readable RESULT line\n"
 "  -c, --check FILE read a listing made by weft-hash or `xxhsum -H3` (FILE '-' is\n"
 "                   stdin), hash the files it names and print PATH: OK, PATH: FAILED\n"
 "                   (hash differs) or PATH: FAILED open or read (missing or\n"
@@ -63,7 +64,8 @@ static const char usage_text[] =
 "found, read or hashed, or --check found a mismatch or a malformed line; 2 bad\n"
 "usage or a fatal error (out of memory, cannot write the output).\n"
 "\n"
-"Environment: WEFT_NUM_THREADS, WEFT_PIN, WEFT_IO (see weft(7) and the README).\n";
+"Environment: WEFT_NUM_THREADS, WEFT_PIN, WEFT_IO, WEFT_TRACE (see weft(7) and the\n"
+"README).\n";
 
 __attribute__((format(printf, 1, 2), noreturn))
 static void usage_error(const char *fmt, ...)
@@ -322,6 +324,24 @@ static int hash_paths(const struct wh_opts *o, char **paths, size_t npaths, uint
                     (unsigned long long)st.spawns, (unsigned long long)st.steals,
                     (unsigned long long)st.steal_fails, (unsigned long long)st.parks,
                     (unsigned long long)st.wakeups, (unsigned long long)st.io_ops);
+            fprintf(stderr,
+                    WH_NAME ": pool: busy %.3f s, parked %.3f s; spawn-to-start latency "
+                    "p50 %.1f us, p99 %.1f us\n",
+                    (double)st.busy_ns / 1e9, (double)st.idle_ns / 1e9,
+                    (double)st.latency_p50_ns / 1e3, (double)st.latency_p99_ns / 1e3);
+            for (unsigned i = 0; i < workers; i++) {
+                weft_stats ws;
+                if (weft_pool_stats_worker(g_pool, i, &ws) != 0)
+                    break;
+                fprintf(stderr,
+                        WH_NAME ": weft-%u: busy %.3f s, parked %.3f s, %llu spawns, "
+                        "%llu steals, %llu parks, %llu I/O calls, latency p50 %.1f us, "
+                        "p99 %.1f us\n",
+                        i, (double)ws.busy_ns / 1e9, (double)ws.idle_ns / 1e9,
+                        (unsigned long long)ws.spawns, (unsigned long long)ws.steals,
+                        (unsigned long long)ws.parks, (unsigned long long)ws.io_ops,
+                        (double)ws.latency_p50_ns / 1e3, (double)ws.latency_p99_ns / 1e3);
+            }
         }
         fprintf(stderr,
                 "RESULT weft-hash mode=%s workers=%u files=%llu bytes=%llu errors=%llu "

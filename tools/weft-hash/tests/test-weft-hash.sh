@@ -203,6 +203,8 @@ for opt in --threads --follow --serial --summary --check --quiet --version; do
 done
 "$W" --summary -j2 "$T/a" > /dev/null 2> "$tmp/sum"
 expect "--summary: a RESULT line" grep -q '^RESULT weft-hash mode=weft workers=2 files=' "$tmp/sum"
+expect "--summary: busy, parked and latency of the pool" grep -q '^weft-hash: pool: busy .* s, parked .* s; spawn-to-start latency p50 .* us, p99 .* us$' "$tmp/sum"
+expect "--summary: a line per worker" grep -q '^weft-hash: weft-1: busy .* s, parked .* s, .* spawns' "$tmp/sum"
 
 echo
 if [ $fails -gt 0 ]; then
