@@ -17,6 +17,7 @@
  */
 #define _GNU_SOURCE
 #include "reactor.h"
+#include "waitq.h"
 
 #include <errno.h>
 #include <string.h>
@@ -32,6 +33,7 @@ struct weft_scope {
     unsigned running;
     struct weft__job *deferred_head, *deferred_tail;
     struct weft__op *ops;          /* in-flight I/O of its tasks (under mu; io.c) */
+    struct weft__cwait *waits;     /* event and channel waits of its tasks (under mu) */
 };
 
 /* Frames use job.result as the "already admitted" mark (frames have no result). */
@@ -50,6 +52,39 @@ static void scope_fail(struct weft_scope *s, int err)
     pthread_mutex_lock(&s->mu);
     for (struct weft__op *op = s->ops; op; op = op->snext)
         weft__op_cancel(op);
+    /* Event and channel waits (event.c): each cancel ends its wait, if a waker has
+     * not already; the waiter unregisters under mu, so cw is valid meanwhile. */
+    for (struct weft__cwait *cw = s->waits; cw; cw = cw->next)
+        cw->cancel(cw);
+    pthread_mutex_unlock(&s->mu);
+}
+
+int weft__scope_wait_add(struct weft_scope *s, struct weft__cwait *cw)
+{
+    pthread_mutex_lock(&s->mu);
+    /* Relaxed: mu orders it against scope_fail's walk. */
+    if (atomic_load_explicit(&s->cancelled, memory_order_relaxed)) {
+        pthread_mutex_unlock(&s->mu);
+        return -ECANCELED;
+    }
+    cw->prev = NULL;
+    cw->next = s->waits;
+    if (s->waits)
+        s->waits->prev = cw;
+    s->waits = cw;
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+void weft__scope_wait_del(struct weft_scope *s, struct weft__cwait *cw)
+{
+    pthread_mutex_lock(&s->mu);
+    if (cw->prev)
+        cw->prev->next = cw->next;
+    else
+        s->waits = cw->next;
+    if (cw->next)
+        cw->next->prev = cw->prev;
     pthread_mutex_unlock(&s->mu);
 }
 
