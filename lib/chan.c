@@ -179,3 +179,9 @@ WEFT_API void weft_chan_close(weft_chan *c)
     weft__waiter_wake_all(tx);
     weft__waiter_wake_all(rx);
 }
+
+void weft__chan_waiters(weft_chan *c, size_t *senders, size_t *receivers)
+{
+    *senders = weft__waitq_len(&c->lock, &c->senders);
+    *receivers = weft__waitq_len(&c->lock, &c->receivers);
+}

@@ -182,3 +182,24 @@ WEFT_API int weft_event_wait(weft_event *e)
     }
     return weft__waiter_wait(&r, s, event_attempt, e);
 }
+
+size_t weft__waitq_len(_Atomic(unsigned) *lock, struct weft__waiter *const *q)
+{
+    size_t n = 0;
+    weft__spin_lock(lock);
+    struct weft__waiter *h = *q;
+    if (h) {
+        struct weft__waiter *r = h;
+        do {
+            n++;
+            r = r->next;
+        } while (r != h);
+    }
+    weft__spin_unlock(lock);
+    return n;
+}
+
+size_t weft__event_waiters(weft_event *e)
+{
+    return weft__waitq_len(&e->lock_, &e->waiters_);
+}

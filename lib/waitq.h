@@ -158,4 +158,9 @@ void weft__waiter_init(struct weft__waiter *r, struct weft__waiter **queue,
 int weft__waiter_wait(struct weft__waiter *r, struct weft_scope *s, weft__attempt_fn attempt,
                       void *obj);
 
+/* Testing hooks (tests/test_chan.c): records on the queues right now. */
+size_t weft__waitq_len(_Atomic(unsigned) *lock, struct weft__waiter *const *q);
+size_t weft__event_waiters(weft_event *e);
+void weft__chan_waiters(weft_chan *c, size_t *senders, size_t *receivers);
+
 #endif
