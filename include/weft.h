@@ -246,16 +246,17 @@ struct weft__waiter;
  * event with no waiters, and no destroy call is needed (none exists). The fields
  * are private to the library: never read or write them. */
 typedef struct weft_event {
-    WEFT__ATOMIC(unsigned) set_;      /* private */
-    WEFT__ATOMIC(unsigned) lock_;     /* private */
+    WEFT__ATOMIC(unsigned) word_;     /* private: the set and lock bits */
     struct weft__waiter *waiters_;    /* private */
 } weft_event;
 
-#define WEFT_EVENT_INIT { 0, 0, 0 }
+#define WEFT_EVENT_INIT { 0, 0 }
 
 /* Set e and wake every task and thread waiting on it. Setting a set event is a
  * no-op. Everything done before the set is visible to a waiter after its wait
- * returns 0. NULL is a no-op. Thread context: any thread. */
+ * returns 0. The set is the call's last access to e: a waiter may free the memory
+ * holding e as soon as its wait returns (or weft_event_is_set says true), even while
+ * this call still runs. NULL is a no-op. Thread context: any thread. */
 WEFT_API void weft_event_set(weft_event *e);
 
 /* Wait until e is set (at once if it is). Thread context: any thread; inside a task

@@ -36,9 +36,15 @@
  * fast paths (an event already set, a channel with room or elements) take only the
  * object's lock.
  *
- * An event is a public struct (weft.h) so users can embed it and zero it: the set
- * word, the lock word and the queue head, all zero when unset with no waiters.
- * Setting takes the whole queue at once and wakes every record after the unlock.
+ * An event is a public struct (weft.h) so users can embed it and zero it: one word
+ * with the set bit and the lock bit, and the queue head; all zero is unset with no
+ * waiters. Setting takes the whole queue under the lock, then sets the event and
+ * releases the lock in one store, and wakes every record after that. That store is
+ * the setter's last access to the event: a waiter that sees the set bit (without
+ * the lock: weft_event_is_set, or the wait's fast path) may free the event at once,
+ * the way a completion embedded in a request is freed by whoever waited for it.
+ * Records are on their waiters' stacks and are touched only until their latch is
+ * set.
  * Rejected: a waiter count plus a futex on the set word (a second wait protocol, and
  * it would block the worker); a condvar per event (not zero-initialisable, blocks).
  */
@@ -118,13 +124,17 @@ int weft__waiter_wait(struct weft__waiter *r, struct weft_scope *s, weft__attemp
  * Events
  * ---------------------------------------------------------------------------- */
 
+/* The event's word: the set bit, and the lock bit (WEFT__LOCKED, waitq.h). */
+#define EVENT_SET 1u
+
 static int event_attempt(void *obj, struct weft__waiter *r, struct weft__waiter **wake)
 {
     (void)r;
     (void)wake;
     weft_event *e = obj;
-    /* Relaxed: under the lock, as every store to it. */
-    return atomic_load_explicit(&e->set_, memory_order_relaxed) ? 0 : WEFT__MUST_WAIT;
+    /* Relaxed: under the lock (the set bit changes only under it). */
+    return atomic_load_explicit(&e->word_, memory_order_relaxed) & EVENT_SET ? 0
+                                                                            : WEFT__MUST_WAIT;
 }
 
 WEFT_API void weft_event_set(weft_event *e)
@@ -132,35 +142,35 @@ WEFT_API void weft_event_set(weft_event *e)
     if (!e)
         return;
     /* Relaxed: a set event has no waiters (they link only while it is unset, under
-     * the lock), so there is nothing to do; the store below published the setter's
-     * work. */
-    if (atomic_load_explicit(&e->set_, memory_order_relaxed))
+     * the lock), so there is nothing to do; the store that set it published the
+     * setter's work. */
+    if (atomic_load_explicit(&e->word_, memory_order_relaxed) & EVENT_SET)
         return;
-    weft__spin_lock(&e->lock_);
-    /* Release: publishes what the setter did before; pairs with the acquire load in
-     * weft_event_is_set() and weft_event_wait()'s fast path (waiters on the queue
-     * are ordered by their latches instead). */
-    atomic_store_explicit(&e->set_, 1, memory_order_release);
+    weft__spin_lock(&e->word_);
     struct weft__waiter *all = weft__waitq_take_all(&e->waiters_, 0);
-    weft__spin_unlock(&e->lock_);
+    /* Set and unlock in one store, our last access to e (see the top). Release:
+     * publishes what the setter did before, and the queue's new state; pairs with
+     * the acquire load in weft_event_is_set() (the wait's fast path) and the
+     * acquire RMW of the next weft__spin_lock(). Nobody else writes the word while
+     * we hold the lock: a locker's fetch_or meanwhile changed nothing. */
+    atomic_store_explicit(&e->word_, EVENT_SET, memory_order_release);
     weft__waiter_wake_all(all);
 }
 
 WEFT_API bool weft_event_is_set(const weft_event *e)
 {
     /* Acquire: pairs with the release store in weft_event_set(). */
-    return e && atomic_load_explicit(&e->set_, memory_order_acquire) != 0;
+    return e && (atomic_load_explicit(&e->word_, memory_order_acquire) & EVENT_SET) != 0;
 }
 
 WEFT_API void weft_event_reset(weft_event *e)
 {
     if (!e)
         return;
-    weft__spin_lock(&e->lock_);
+    weft__spin_lock(&e->word_);
     WEFT_ASSERT(!e->waiters_ && "weft_event_reset while tasks wait");
-    /* Relaxed: under the lock; a reset races with nothing by contract. */
-    atomic_store_explicit(&e->set_, 0, memory_order_relaxed);
-    weft__spin_unlock(&e->lock_);
+    /* Clear the set bit and unlock. Release: pairs with the next locker's acquire. */
+    atomic_store_explicit(&e->word_, 0, memory_order_release);
 }
 
 WEFT_API int weft_event_wait(weft_event *e)
@@ -173,11 +183,11 @@ WEFT_API int weft_event_wait(weft_event *e)
     if (weft_event_is_set(e))
         return 0;
     struct weft__waiter r;
-    weft__waiter_init(&r, &e->waiters_, &e->lock_, NULL);
-    weft__spin_lock(&e->lock_);
+    weft__waiter_init(&r, &e->waiters_, &e->word_, NULL);
+    weft__spin_lock(&e->word_);
     int rc = event_attempt(e, &r, NULL);
     if (rc != WEFT__MUST_WAIT) {
-        weft__spin_unlock(&e->lock_);
+        weft__spin_unlock(&e->word_);
         return rc;
     }
     return weft__waiter_wait(&r, s, event_attempt, e);
@@ -201,5 +211,5 @@ size_t weft__waitq_len(_Atomic(unsigned) *lock, struct weft__waiter *const *q)
 
 size_t weft__event_waiters(weft_event *e)
 {
-    return weft__waitq_len(&e->lock_, &e->waiters_);
+    return weft__waitq_len(&e->word_, &e->waiters_);
 }

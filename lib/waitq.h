@@ -48,14 +48,21 @@ struct weft__waiter {
     struct weft__cwait cw;              /* on the task's scope while it waits */
 };
 
-/* The short lock of an event or channel: test-and-test-and-set, as the ready
- * queues' (sched.c): critical sections are a few loads and stores and a memcpy of
- * one element. A holder preempted mid-section is waited for with sched_yield. */
+/* The short lock of an event or channel: bit WEFT__LOCKED of a word whose other
+ * bits the object may use (an event keeps its set bit beside it, so that one store
+ * can set the event and unlock it: the setter's last access). A test-and-test-and-set
+ * lock, as the ready queues' (sched.c): critical sections are a few loads and stores
+ * and a memcpy of one element. A holder preempted mid-section is waited for with
+ * sched_yield. */
+#define WEFT__LOCKED 2u
+
 static inline void weft__spin_lock(_Atomic(unsigned) *l)
 {
-    /* Acquire: pairs with the release in weft__spin_unlock(). */
-    while (atomic_exchange_explicit(l, 1, memory_order_acquire) != 0) {
-        for (unsigned k = 0; atomic_load_explicit(l, memory_order_relaxed); k++) {
+    /* Acquire: pairs with the release in weft__spin_unlock() (or the store that
+     * sets an event, event.c). */
+    while (atomic_fetch_or_explicit(l, WEFT__LOCKED, memory_order_acquire) & WEFT__LOCKED) {
+        for (unsigned k = 0;
+             atomic_load_explicit(l, memory_order_relaxed) & WEFT__LOCKED; k++) {
             if (k < 64)
                 weft__cpu_relax();
             else
@@ -66,8 +73,8 @@ static inline void weft__spin_lock(_Atomic(unsigned) *l)
 
 static inline void weft__spin_unlock(_Atomic(unsigned) *l)
 {
-    /* Release: pairs with the acquire exchange in weft__spin_lock(). */
-    atomic_store_explicit(l, 0, memory_order_release);
+    /* Release: pairs with the acquire RMW in weft__spin_lock(). */
+    atomic_fetch_and_explicit(l, ~WEFT__LOCKED, memory_order_release);
 }
 
 /* Queue operations, under the queue's lock. */

@@ -210,6 +210,102 @@ Test(event, reset_and_reuse)
     weft_pool_destroy(pool);
 }
 
+/* The set is the setter's last access: a waiter may free the event as soon as it sees
+ * it set, and the receiver of a channel's last element may destroy the channel while
+ * the sender is still returning (ASan checks both). */
+struct freeing {
+    weft_event *e;
+    weft_chan *c;
+};
+
+static int set_it(void *p)
+{
+    weft_event_set(((struct freeing *)p)->e);
+    return 0;
+}
+
+static int send_it(void *p)
+{
+    int v = 1;
+    TCHECK(weft_chan_send(((struct freeing *)p)->c, &v) == 0);
+    return 0;
+}
+
+static int free_body(weft_scope *s, void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < SCALED(300); i++) {
+        struct freeing *f = malloc(sizeof(*f));
+        weft_event *e = malloc(sizeof(*e));
+        TCHECK(f && e);
+        if (!f || !e)
+            return -ENOMEM;
+        *e = (weft_event)WEFT_EVENT_INIT;
+        f->e = e;
+        TCHECK(weft_chan_create(&f->c, 1, sizeof(int)) == 0);
+        struct freeing copy = *f;
+        TCHECK(weft_spawn_copy(s, set_it, &copy, sizeof(copy)) == 0);
+        TCHECK(weft_spawn_copy(s, send_it, &copy, sizeof(copy)) == 0);
+        if (i & 1)
+            while (!weft_event_is_set(e))
+                weft_yield();
+        else
+            TCHECK(weft_event_wait(e) == 0);
+        free(e);
+        int v = 0;
+        TCHECK(weft_chan_recv(f->c, &v) == 0 && v == 1);
+        weft_chan_destroy(f->c);
+        free(f);
+    }
+    return 0;
+}
+
+static void *set_thread(void *p)
+{
+    set_it(p);
+    return NULL;
+}
+
+static void *send_thread(void *p)
+{
+    int v = 1;
+    if (weft_chan_send(((struct freeing *)p)->c, &v) != 0)
+        TCHECK(0);
+    return NULL;
+}
+
+Test(event, waiter_frees_after_set)
+{
+    /* Threads: the setter and the freeing waiter run at the same time. */
+    for (int i = 0; i < SCALED(300); i++) {
+        struct freeing f = {malloc(sizeof(weft_event)), NULL};
+        cr_assert_not_null(f.e);
+        *f.e = (weft_event)WEFT_EVENT_INIT;
+        cr_assert_eq(weft_chan_create(&f.c, 1, sizeof(int)), 0);
+        pthread_t a, b;
+        cr_assert_eq(pthread_create(&a, NULL, set_thread, &f), 0);
+        cr_assert_eq(pthread_create(&b, NULL, send_thread, &f), 0);
+        if (i & 1)
+            while (!weft_event_is_set(f.e))
+                ;
+        else
+            cr_assert_eq(weft_event_wait(f.e), 0);
+        free(f.e);
+        int v = 0;
+        cr_assert_eq(weft_chan_recv(f.c, &v), 0);
+        cr_assert_eq(v, 1);
+        weft_chan_destroy(f.c);
+        pthread_join(a, NULL);
+        pthread_join(b, NULL);
+    }
+    ASSERT_NO_BAD();
+    /* Tasks. */
+    weft_pool *pool = mkpool(2);
+    cr_assert_eq(run_scope(pool, free_body, NULL), 0);
+    ASSERT_NO_BAD();
+    weft_pool_destroy(pool);
+}
+
 /* ---- channels: bad input ------------------------------------------------------------ */
 
 Test(chan, bad_input)
