@@ -255,22 +255,32 @@ static int run_impl(int impl, weft_pool *pool)
     }
 }
 
-/* Build and run the Tokio peer; print its RESULT lines. */
+/* Build (offline, cargo) and run the Tokio peer in dir; it prints its own RESULT lines.
+ * The build goes to $CARGO_TARGET_DIR if set (meson sets it inside the build
+ * directory), else dir/target. */
 static void run_tokio(const char *dir, int reps)
 {
-    char cmd[4096];
+    const char *target = getenv("CARGO_TARGET_DIR");
+    char tdir[2048], cmd[8192];
+    if (target && *target)
+        snprintf(tdir, sizeof(tdir), "%s", target);
+    else
+        snprintf(tdir, sizeof(tdir), "%s/target", dir);
     snprintf(cmd, sizeof(cmd),
-             "cd '%s' && cargo build --release --offline -q >/dev/null 2>cargo.log", dir);
+             "cd '%s' && CARGO_TARGET_DIR='%s' cargo build --release --offline -q "
+             ">'%s.log' 2>&1", dir, tdir, tdir);
+    fflush(stdout);
     if (system(cmd) != 0) {
-        printf("# tokio peer skipped: cargo build --offline failed in %s (cargo or "
-               "Debian's librust-tokio-dev missing?); see %s/cargo.log\n", dir, dir);
+        printf("# tokio peer skipped: 'cargo build --release --offline' failed in %s (no "
+               "cargo, or no Debian librust-tokio-dev in /usr/share/cargo/registry?): "
+               "see %s.log\n", dir, tdir);
         return;
     }
-    snprintf(cmd, sizeof(cmd), "'%s/target/release/weft-pingpong-tokio' %d %zu %zu", dir,
-             reps, pings, trips);
+    snprintf(cmd, sizeof(cmd), "'%s/release/weft-pingpong-tokio' %d %zu %zu", tdir, reps,
+             pings, trips);
     fflush(stdout);
     if (system(cmd) != 0)
-        printf("# tokio peer failed\n");
+        printf("# tokio peer failed: %s\n", cmd);
 }
 
 static void usage(void)
