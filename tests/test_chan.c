@@ -306,6 +306,64 @@ Test(event, waiter_frees_after_set)
     weft_pool_destroy(pool);
 }
 
+/* An event shared between pools: a task of pool A waits, a task of pool B sets. The
+ * waiter must resume on a worker of its own pool. */
+struct cross {
+    weft_pool *a, *b;
+    weft_event ev;
+    _Atomic(int) on_a;
+};
+
+static int probe_fn(void *p)
+{
+    *(pthread_t *)p = pthread_self();
+    return 0;
+}
+
+/* weft_run from a worker of pool calls fn in place; from elsewhere fn runs on pool. */
+static bool on_pool(weft_pool *pool)
+{
+    pthread_t t;
+    return weft_run(pool, probe_fn, &t) == 0 && pthread_equal(t, pthread_self());
+}
+
+static int cross_wait(void *p)
+{
+    struct cross *x = p;
+    TCHECK(on_pool(x->a));
+    TCHECK(weft_event_wait(&x->ev) == 0);
+    atomic_store(&x->on_a, on_pool(x->a) ? 1 : 2);
+    return 0;
+}
+
+static int cross_set(void *p)
+{
+    struct cross *x = p;
+    until(ev_waiters, &x->ev, 1);
+    weft_event_set(&x->ev);
+    return 0;
+}
+
+static void *cross_setter_thread(void *p)
+{
+    struct cross *x = p;
+    weft_run(x->b, cross_set, x);
+    return NULL;
+}
+
+Test(event, across_pools)
+{
+    struct cross x = {.a = mkpool(1), .b = mkpool(1)};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, cross_setter_thread, &x), 0);
+    cr_assert_eq(weft_run(x.a, cross_wait, &x), 0);
+    pthread_join(t, NULL);
+    ASSERT_NO_BAD();
+    cr_assert_eq(atomic_load(&x.on_a), 1, "the waiter resumed on a worker of the other pool");
+    weft_pool_destroy(x.a);
+    weft_pool_destroy(x.b);
+}
+
 /* ---- channels: bad input ------------------------------------------------------------ */
 
 Test(chan, bad_input)
