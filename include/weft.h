@@ -17,6 +17,16 @@
  *   WEFT_NUM_THREADS=N   worker count when weft_pool_options.threads is 0
  *   WEFT_PIN=1           pin one worker per core (as WEFT_POOL_PIN)
  *   WEFT_IO=blocking     force the blocking I/O backend (as WEFT_POOL_NO_URING)
+ *   WEFT_SCHED=random:SEED  seeded randomised scheduling, for tests: steal victims
+ *                        and the sleeper to wake are drawn at random, and workers yield
+ *                        or spin at random at protocol points; every choice comes from a
+ *                        generator per worker seeded from SEED and its index, so the
+ *                        same seed makes the same choices. WEFT_SCHED=random picks a
+ *                        seed; either way "weft: WEFT_SCHED=random:SEED" is printed on
+ *                        stderr once per process, to replay a failure. Slower.
+ *   WEFT_JOBSERVER=0     ignore make's jobserver (as WEFT_POOL_NO_JOBSERVER)
+ *   MAKEFLAGS            a GNU make jobserver named here is used automatically
+ *                        (see WEFT_POOL_NO_JOBSERVER)
  */
 #ifndef WEFT_H
 #define WEFT_H
@@ -52,17 +62,39 @@ typedef struct weft_pool weft_pool; /* opaque */
 #define WEFT_POOL_PIN       (1u << 0)
 /* Never use io_uring: I/O runs on the blocking backend. */
 #define WEFT_POOL_NO_URING  (1u << 1)
+/* Ignore make's jobserver. Without this flag (and without WEFT_JOBSERVER=0), when
+ * MAKEFLAGS names a GNU make jobserver (--jobserver-auth=fifo:PATH, make >= 4.4;
+ * --jobserver-auth=R,W or --jobserver-fds=R,W, older makes; the last one wins) the
+ * process's pools together run at most 1 + (tokens held) workers at once: one
+ * worker runs on the process's implicit token, every other one reads a token (a
+ * byte) from make before it runs work. Tokens are kept while workers are busy, go
+ * back to make within 100 ms of a worker going to sleep, and all of them before
+ * weft_pool_destroy returns and at exit; the byte read is the byte written back,
+ * and a forked child gives back nothing it inherited. No worker ever blocks on
+ * make's fds: one that has no token sleeps until one is free. Inherited fds that
+ * are closed or not one pipe (a recipe without '+'), or a FIFO that cannot be
+ * opened: one warning on stderr, and the pool runs without a jobserver. A dry run
+ * (`make -n`) changes nothing: recipes that run under it run for real. MAKEFLAGS
+ * is read when the first of the process's pools that use the jobserver is
+ * created, and that client serves them until the last one is destroyed. The
+ * workers of a pool use the jobserver from their start; the caller of
+ * weft_pool_create needs nothing else. */
+#define WEFT_POOL_NO_JOBSERVER (1u << 2)
 
 /* Largest worker count weft_pool_create accepts. */
 #define WEFT_MAX_THREADS 1024u
 
 typedef struct weft_pool_options {
     unsigned threads;      /* 0: $WEFT_NUM_THREADS, else the cores this process may use */
-    unsigned flags;        /* WEFT_POOL_PIN, WEFT_POOL_NO_URING */
+    unsigned flags;        /* WEFT_POOL_PIN, WEFT_POOL_NO_URING, WEFT_POOL_NO_JOBSERVER */
     size_t   stack_size;   /* stacks tasks run on (workers run on them, and each
                               suspended task holds one); 0: 256 KiB. Pages cost
-                              memory only once touched. */
-    unsigned ring_entries; /* io_uring entries per worker; 0: default */
+                              memory only once touched. A size the system cannot
+                              map leaves tasks unable to suspend (a warning; their
+                              waits then hold their workers). */
+    unsigned ring_entries; /* io_uring entries per worker; 0: default. A size
+                              io_uring refuses (above 32768) makes the pool use the
+                              blocking backend, as where io_uring is unavailable. */
 } weft_pool_options;
 
 /* Create a pool of worker threads. opts may be NULL (all defaults).
@@ -70,7 +102,9 @@ typedef struct weft_pool_options {
  * affinity mask, further limited by a cgroup CPU quota (cpu.max) rounded up.
  * Thread context: any thread (also inside a task: pools nest).
  * Returns 0 and sets *pool, or:
- *   -EINVAL  pool is NULL, threads > WEFT_MAX_THREADS, or unknown flags;
+ *   -EINVAL  pool is NULL, threads > WEFT_MAX_THREADS, unknown flags, or
+ *            stack_size so large that no mapping of it can be described (within
+ *            two pages and a header of SIZE_MAX);
  *   -ENOMEM  out of memory;
  *   -EAGAIN  a worker thread could not be started (the pool is not created). */
 WEFT_API int weft_pool_create(weft_pool **pool, const weft_pool_options *opts);
@@ -214,7 +248,10 @@ WEFT_API int     weft_read_file(const char *path, void **data, size_t *size);
  * weft_sleep(0) is weft_yield(). Errors: -ECANCELED (a cancelled scope's task). */
 WEFT_API int     weft_sleep(uint64_t ns);
 /* Let other work run, then continue: the task goes behind the tasks that are ready
- * to resume and the jobs on its worker's deque. Outside a task: sched_yield().
+ * to resume, the jobs on its worker's deque and the work submitted from outside the
+ * pool (weft_run, weft_scope_run, spawns from other threads), so a task that loops
+ * on weft_yield never holds back anything runnable for more than one round of the
+ * worker's queues. Outside a task: sched_yield().
  * Errors: -ECANCELED (a cancelled scope's task). */
 WEFT_API int     weft_yield(void);
 
@@ -330,6 +367,14 @@ typedef struct weft_stats {
     uint64_t parks;       /* times a worker went to sleep */
     uint64_t wakeups;     /* times a sleeping worker was woken */
     uint64_t io_ops;      /* I/O calls made from inside tasks */
+    /* make's jobserver (WEFT_POOL_NO_JOBSERVER), 0 for a pool that does not use one.
+     * The tokens belong to the process, shared by all its pools using the jobserver,
+     * so every such pool reports the same figures: */
+    uint64_t jobserver_tokens;      /* bytes read from make and not yet written back
+                                       (held by awake workers or kept for reuse);
+                                       the implicit token is not counted */
+    uint64_t jobserver_tokens_peak; /* the most held at once since the first of the
+                                       process's current pools attached */
 } weft_stats;
 
 /* Sum of the pool's counters. NULL: the calling worker's pool, else the default
@@ -382,15 +427,18 @@ struct weft__job {
     struct weft_scope *scope;   /* frames only (join jobs leave it unset) */
 };
 
-/* A Chase-Lev deque: the owner's cache line, then the thieves'. */
+/* A split work-stealing deque (lib/deque.c): jobs in [top, split) may be stolen,
+ * jobs in [split, bottom) are the owner's alone. The owner's cache line, then the
+ * thieves'. */
 struct weft__deque {
-    _Atomic(int64_t) bottom;             /* owner writes; thieves read */
+    _Atomic(int64_t) bottom;             /* owner writes; others read it as a hint */
+    _Atomic(int64_t) split;              /* owner writes; thieves read */
     int64_t limit;                       /* owner-private: pushes below it have room */
     _Atomic(struct weft__job *) *slots;  /* owner-private copy of buf->slots */
     int64_t mask;                        /* owner-private copy of buf->mask */
     _Atomic(uint32_t) poke;              /* set by a parking worker: check for sleepers */
-    uint32_t fence_full;                 /* 1: no membarrier, the owner fences (deque.c) */
-    char pad_[64 - 5 * 8];
+    uint32_t fence_full;                 /* 1: no membarrier: pushes fence (park.c) */
+    char pad_[64 - 6 * 8];
     _Alignas(64) _Atomic(int64_t) top;   /* thieves CAS; owner CASes for the last item */
     char pad2_[64 - 8];
     _Atomic(void *) buf;                 /* current array (struct in deque.h) */
@@ -400,8 +448,7 @@ extern WEFT_API __thread struct weft__worker *weft__self
     __attribute__((tls_model("initial-exec")));
 
 WEFT_API int  weft__join_outside(weft_fn a, void *arg_a, weft_fn b, void *arg_b);
-WEFT_API int  weft__join_finish(struct weft__worker *w, struct weft__job *job,
-                                int64_t t, int ra);
+WEFT_API int  weft__join_finish(struct weft__worker *w, struct weft__job *job, int ra);
 WEFT_API void weft__deque_reserve(struct weft__worker *w);
 WEFT_API void weft__push_poked(struct weft__worker *w);
 WEFT_API struct weft__worker *weft__self_get(void);
@@ -439,10 +486,19 @@ static inline int weft_join(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
     atomic_store_explicit(&job.idx, i, memory_order_relaxed);
     atomic_store_explicit(&job.latch.word, 0, memory_order_relaxed);
     atomic_store_explicit(&dq->slots[i & dq->mask], &job, memory_order_relaxed);
-    /* Release: publishes slot i and the job's fields; pairs with the acquire load of
-     * bottom in weft__deque_steal(). */
-    atomic_store_explicit(&dq->bottom, i + 1, memory_order_release);
-    /* StoreLoad between the bottom store and the poke load: pairs with the
+    /* The job goes in the owner's private part: no barrier, thieves cannot see it.
+     * Relaxed: bottom is only a hint to other threads. */
+    atomic_store_explicit(&dq->bottom, i + 1, memory_order_relaxed);
+    int64_t s = atomic_load_explicit(&dq->split, memory_order_relaxed); /* owner's own */
+    /* Nothing left to steal (thieves took all published jobs, or none were): publish
+     * everything private, this job included, so that the oldest job is always
+     * stealable. Relaxed load of top: a stale value only delays the publication to
+     * the next push or to the parking protocol's poke. */
+    if (__builtin_expect(atomic_load_explicit(&dq->top, memory_order_relaxed) == s, 0))
+        /* Release: publishes the slots and the jobs' fields up to i; pairs with the
+         * acquire load of split in weft__deque_steal(). */
+        atomic_store_explicit(&dq->split, i + 1, memory_order_release);
+    /* StoreLoad between the bottom/split stores and the poke load: pairs with the
      * membarrier() a worker runs after poking, before its last look (park.c). */
     atomic_signal_fence(memory_order_seq_cst);
     if (__builtin_expect(atomic_load_explicit(&dq->poke, memory_order_relaxed) != 0, 0))
@@ -453,30 +509,22 @@ static inline int weft_join(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
     /* Pop our job. Everything is re-read from memory rather than kept in registers
      * across the call: cheaper than saving them, and it re-reads the worker (a task
      * that suspended may have resumed on another worker). bottom == idx + 1 means
-     * the job is still ours to pop, with no extra check: every worker's deque counts
-     * in its own range of indices (lib/pool.c), so another worker's bottom never
+     * the job is still on top, with no extra check: every worker's deque counts in
+     * its own range of indices (lib/pool.c), so another worker's bottom never
      * matches; and whoever else pops a join job (another fiber of this worker, a
-     * wait) marks it taken first (lib/worker.c). Otherwise the slow path sorts it
-     * out (lib/join.c). */
+     * wait) marks it taken first (lib/worker.c). At or above split it is private:
+     * no thief can have it, so the pop is two plain stores' worth of work.
+     * Otherwise the slow path sorts it out (lib/join.c). */
     w = WEFT__SELF_AGAIN();
     dq = WEFT__DQ(w);
     i = atomic_load_explicit(&job.idx, memory_order_relaxed);
-    int64_t t = -1;
-    if (__builtin_expect(atomic_load_explicit(&dq->bottom, memory_order_relaxed) == i + 1, 1)) {
+    if (__builtin_expect(atomic_load_explicit(&dq->bottom, memory_order_relaxed) == i + 1 &&
+                         atomic_load_explicit(&dq->split, memory_order_relaxed) <= i, 1)) {
         atomic_store_explicit(&dq->bottom, i, memory_order_relaxed);
-        /* StoreLoad between the bottom store and the top load: pairs with the
-         * membarrier() a thief runs between its top and bottom loads (deque.c). */
-        if (__builtin_expect(dq->fence_full, 0))
-            atomic_thread_fence(memory_order_seq_cst);
-        else
-            atomic_signal_fence(memory_order_seq_cst);
-        t = atomic_load_explicit(&dq->top, memory_order_relaxed);
-        if (__builtin_expect(t < i, 1)) {
-            int rb = b(job.arg);
-            return ra ? ra : rb;
-        }
+        int rb = b(job.arg);
+        return ra ? ra : rb;
     }
-    return weft__join_finish(w, &job, t, ra);
+    return weft__join_finish(w, &job, ra);
 }
 #endif /* inline weft_join */
 

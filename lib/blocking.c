@@ -52,6 +52,10 @@ struct weft__blocking {
     int efd;                              /* wakes the poller */
     struct weft__op *waiting;             /* linked through bnext (under mu) */
     unsigned nwaiting;
+    /* The poller's poll arrays (its own; under mu when they change), kept here too so
+     * that a forked child, where the poller does not exist, can free them. */
+    struct pollfd *poll_fds;
+    struct weft__op **poll_ops;
 };
 
 int64_t weft__op_syscall(struct weft__op *op)
@@ -132,6 +136,8 @@ void weft__blocking_free(weft_pool *pool)
     pool->blocking = NULL;
     if (atomic_load_explicit(&pool->dead, memory_order_relaxed)) {
         close(b->efd); /* forked child: no threads here, locks in any state */
+        free(b->poll_fds);
+        free(b->poll_ops);
         free(b->threads);
         free(b);
         return;
@@ -316,6 +322,8 @@ static void *poller_main(void *arg)
                 ops = no;
             if (nf && no)
                 cap = ncap;
+            b->poll_fds = fds;
+            b->poll_ops = ops;
         }
         fds[0] = (struct pollfd){.fd = b->efd, .events = POLLIN};
         for (struct weft__op *op = b->waiting; op && n < cap; op = op->bnext) {

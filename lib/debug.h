@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Internal assertions and the scheduling-noise hooks of the debug_sched build. */
+/* Internal assertions and branch hints. */
 #ifndef WEFT_DEBUG_H
 #define WEFT_DEBUG_H
 
@@ -20,14 +20,5 @@
 #define WEFT_LIKELY(x)   __builtin_expect(!!(x), 1)
 #define WEFT_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
-/* -Ddebug_sched=true: randomise victim order and yield at protocol points so tests
- * see many more interleavings. Compiles to nothing otherwise. */
-#ifdef WEFT_DEBUG_SCHED
-void weft__dbg_yield(void);
-unsigned weft__dbg_rand(void);
-#define WEFT_DBG_YIELD() weft__dbg_yield()
-#else
-#define WEFT_DBG_YIELD() ((void)0)
-#endif
 
 #endif

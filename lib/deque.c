@@ -1,45 +1,55 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Chase-Lev work-stealing deque.
+ * The work-stealing deque: a split deque.
  *
- * Algorithm: D. Chase and Y. Lev, "Dynamic circular work-stealing deque", SPAA 2005,
- * in the C11 formulation of N. M. Lê, A. Pop, A. Cohen and F. Zappa Nardelli,
- * "Correct and efficient work-stealing for weak memory models", PPoPP 2013 (fig. 1).
+ * Algorithm: the circular array and index discipline of D. Chase and Y. Lev,
+ * "Dynamic circular work-stealing deque" (SPAA 2005), in the C11 form of N. M. Le,
+ * A. Pop, A. Cohen and F. Zappa Nardelli, "Correct and efficient work-stealing for
+ * weak memory models" (PPoPP 2013); with the split point of T. van Dijk and J. van de
+ * Pol, "Lace: non-blocking split deque for work-stealing" (Euro-Par 2014 workshops),
+ * so that the owner's common path touches owner-private memory only.
  *
- * The owner pushes and pops at the bottom; thieves take from the top with a CAS.
- * Indices grow monotonically (int64_t never wraps in practice); the array is a power
- * of two used modulo its size and is replaced by one twice as large when full. Old
- * arrays are kept until the deque is freed: a thief that loaded the old pointer may
- * still read a slot of it (its CAS then decides whether what it read counts).
+ * Three indices, top <= split <= bottom. Jobs in [top, split) are public: thieves
+ * take the oldest with a CAS on top, as in Chase-Lev with split in the role of
+ * bottom. Jobs in [split, bottom) are private: the owner pushes and pops them with
+ * plain stores, no fence and no atomic read-modify-write; no thief ever reads them.
+ * The owner publishes (split = bottom, a release store) when it pushes onto a deque
+ * whose public part is empty (top == split: thieves took everything published), so
+ * the oldest job is always stealable and a join whose first half runs long without
+ * forking still lets its second half be stolen; when it stops running its own jobs
+ * (before it searches other deques, parks or switches fibers), so that nothing
+ * waits in a private part whose owner is not running it; and at the next push after
+ * a thief found only private jobs, or a parking worker poked (both set the poke
+ * flag, park.c). Spawned frames are always pushed public (scope.c): a task that runs
+ * long, or waits for its siblings by spinning, must not keep the rest of its scope
+ * from the other workers, and frame pops fenced before the split deque too. So only
+ * join jobs live in the private part; the cost of that is the one case Lace also
+ * has: the second half of a join pushed while the deque had public work stays with
+ * its owner until the owner pushes again, if the first half forks no more.
  *
- * The one departure from the paper: its pop() and steal() each need a StoreLoad
- * (seq_cst) fence, and on the owner's side that fence costs more than a whole
- * fork-join. weft makes the fence asymmetric: the owner (pop, the inline push/pop
- * of weft_join in weft.h) only stops the compiler from reordering, and a thief runs
- * membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) between its loads of top and bottom,
- * which makes every running thread of the process execute a full barrier. Either
- * the owner's bottom store happened before that barrier, and the thief sees it, or
- * the owner's top load happens after the barrier, and the owner sees the top the
- * thief read (and then takes the CAS path for the last item). Thieves pay ~0.3 us
- * per steal; steals are rare in fork-join, pops are not. The same pairing serves
- * the pusher/parker handshake (park.c). Where membarrier is not available (old
- * kernel, seccomp) both sides use the paper's fences (weft__fence_full).
+ * The owner pops a public job (split > bottom - 1) the Chase-Lev way on (top, split):
+ * retract split to that index, a StoreLoad fence, read top; a thief reads top, fences,
+ * then reads split. Either the thief sees the retracted split, or the owner sees the
+ * thief's top and, for the last public job, both CAS top for it. This is the only
+ * fence on the owner's side, and it is paid once per job published and not stolen,
+ * not per pop: in fork-join the public part is a few jobs at the bottom of the stack.
  *
- * Only weft_join's inline pop skips the fence, and it only ever pops its own join
- * job; weft__deque_pop() (the worker loop, scopes) and weft__join_fenced() (the
- * loops) always fence. So a thief whose slot holds a spawned frame or a fenced join
- * job (tagged, deque.h) pairs with a fenced pop and needs only a plain fence: a
- * scope whose tasks are stolen one by one does not IPI the spawner for every steal,
- * nor a loop for every split it loses (membarrier costs ~2 us here, on a VM, with
- * a sibling running). The slot is read again after the fence, because the owner may
- * have reused the index meanwhile; if it now holds a join job, the thief runs the
- * membarrier after all.
- * Rejected: a THE-protocol lock on the last item (Cilk): a lock on the owner path;
- * Lace's split deque: needs the task stored in the slot, not a function pointer and
- * job on the caller's stack as weft's API has.
+ * Indices grow monotonically (never wrap in practice; each worker counts in its own
+ * range, pool.c); the array is used modulo its power-of-two size and replaced by one
+ * twice as large when full. Old arrays are kept until the deque is freed: a thief
+ * that loaded the old pointer may still read a slot of it (its CAS then decides
+ * whether what it read counts).
+ *
+ * Before the split deque, owners popped with no fence and thieves ran membarrier()
+ * (an IPI to every CPU running the process) per steal of a join job; DESIGN.md had
+ * rejected the split deque because slots hold pointers to jobs on the caller's
+ * stack, but the split point does not care what a slot holds. membarrier() remains
+ * the parking protocol's heavy barrier (park.c). Rejected: a THE-protocol lock on the
+ * last item (Cilk): a lock on the owner's path.
  */
 #define _GNU_SOURCE
 #include "deque.h"
+#include "noise.h"
 
 #include <errno.h>
 #include <linux/membarrier.h>
@@ -120,13 +130,14 @@ int weft__deque_init(struct weft__deque *dq)
     if (!b)
         return -ENOMEM;
     atomic_init(&dq->bottom, 0);
+    atomic_init(&dq->split, 0);
     atomic_init(&dq->top, 0);
     atomic_init(&dq->buf, b);
     dq->slots = b->slot;
     dq->mask = b->mask;
     dq->limit = INITIAL_CAPACITY;
-    /* Without membarrier the owner must fence: pops check fence_full, and a poke
-     * that never clears sends every push through weft__push_poked (park.c). */
+    /* Without membarrier a poke never clears, which sends every push through
+     * weft__push_poked and its fence (park.c). */
     dq->fence_full = (uint32_t)weft__fence_full;
     atomic_init(&dq->poke, dq->fence_full);
     return 0;
@@ -135,6 +146,7 @@ int weft__deque_init(struct weft__deque *dq)
 void weft__deque_set_base(struct weft__deque *dq, int64_t base)
 {
     atomic_store_explicit(&dq->bottom, base, memory_order_relaxed);
+    atomic_store_explicit(&dq->split, base, memory_order_relaxed);
     atomic_store_explicit(&dq->top, base, memory_order_relaxed);
     dq->limit = base + dq->mask + 1;
 }
@@ -182,7 +194,17 @@ int weft__deque_grow(struct weft__deque *dq)
     return 0;
 }
 
-int weft__deque_push(struct weft__deque *dq, struct weft__job *job)
+/* Owner only: make every private job public. */
+void weft__deque_publish(struct weft__deque *dq)
+{
+    int64_t b = atomic_load_explicit(&dq->bottom, memory_order_relaxed);
+    if (atomic_load_explicit(&dq->split, memory_order_relaxed) != b) /* owner's own */
+        /* Release: publishes the slots below b and their jobs' fields; pairs with
+         * the acquire load of split in weft__deque_steal(). */
+        atomic_store_explicit(&dq->split, b, memory_order_release);
+}
+
+int weft__deque_push(struct weft__deque *dq, struct weft__job *job, bool public)
 {
     int64_t b = atomic_load_explicit(&dq->bottom, memory_order_relaxed);
     if (WEFT_UNLIKELY(b >= dq->limit)) {
@@ -191,10 +213,14 @@ int weft__deque_push(struct weft__deque *dq, struct weft__job *job)
             return err;
     }
     atomic_store_explicit(&dq->slots[b & dq->mask], job, memory_order_relaxed);
-    WEFT_DBG_YIELD();
-    /* Release: publish the slot and the job's fields; pairs with the acquire load of
-     * bottom in weft__deque_steal(). */
-    atomic_store_explicit(&dq->bottom, b + 1, memory_order_release);
+    WEFT__NOISE();
+    /* Relaxed: private until published; bottom is a hint to others. */
+    atomic_store_explicit(&dq->bottom, b + 1, memory_order_relaxed);
+    /* As weft_join's push (weft.h): publish when thieves have nothing left. */
+    int64_t s = atomic_load_explicit(&dq->split, memory_order_relaxed);
+    if (public || atomic_load_explicit(&dq->top, memory_order_relaxed) == s)
+        /* Release: as in weft__deque_publish(). */
+        atomic_store_explicit(&dq->split, b + 1, memory_order_release);
     return 0;
 }
 
@@ -202,31 +228,40 @@ int weft__deque_push(struct weft__deque *dq, struct weft__job *job)
 struct weft__job *weft__deque_pop(struct weft__deque *dq)
 {
     int64_t b = atomic_load_explicit(&dq->bottom, memory_order_relaxed) - 1;
+    int64_t s = atomic_load_explicit(&dq->split, memory_order_relaxed); /* owner's own */
+    if (b >= s) { /* private: no thief can see it */
+        atomic_store_explicit(&dq->bottom, b, memory_order_relaxed);
+        return atomic_load_explicit(&dq->slots[b & dq->mask], memory_order_relaxed);
+    }
     /* Cheap early out: top only grows, so a stale top that says "empty" is right. */
     if (atomic_load_explicit(&dq->top, memory_order_relaxed) > b)
         return NULL;
-    atomic_store_explicit(&dq->bottom, b, memory_order_relaxed);
-    WEFT_DBG_YIELD();
-    /* StoreLoad between the bottom store and the top load: pairs with the fence
-     * (frames) or heavy barrier (join jobs) in weft__deque_steal(). A real fence
-     * here, unlike weft_join's inline pop: see the top of the file. */
+    /* Public: retract split over it, then see whether a thief got there first. */
+    atomic_store_explicit(&dq->split, b, memory_order_relaxed);
+    WEFT__NOISE();
+    /* StoreLoad between the split store and the top load: pairs with the fence
+     * between a thief's top and split loads in weft__deque_steal(). */
     atomic_thread_fence(memory_order_seq_cst);
     int64_t t = atomic_load_explicit(&dq->top, memory_order_relaxed);
-    if (t > b) { /* empty: a thief took the last one */
-        atomic_store_explicit(&dq->bottom, b + 1, memory_order_relaxed);
-        return NULL;
-    }
     struct weft__job *job = atomic_load_explicit(&dq->slots[b & dq->mask],
                                                  memory_order_relaxed);
+    if (t < b) { /* more public jobs below: this one is ours */
+        atomic_store_explicit(&dq->bottom, b, memory_order_relaxed);
+        return job;
+    }
     if (t == b) {
-        /* Last item: race the thieves for it. seq_cst as in the paper; pairs with
-         * the CAS in weft__deque_steal(). */
+        /* The last public job: race the thieves for it. seq_cst as in the paper;
+         * pairs with the CAS in weft__deque_steal(). */
         if (!atomic_compare_exchange_strong_explicit(&dq->top, &t, t + 1,
                                                      memory_order_seq_cst,
                                                      memory_order_relaxed))
             job = NULL;
-        atomic_store_explicit(&dq->bottom, b + 1, memory_order_relaxed);
+    } else {
+        job = NULL; /* a thief took it meanwhile */
     }
+    /* Empty now: bottom = split = top = b + 1. */
+    atomic_store_explicit(&dq->split, b + 1, memory_order_relaxed);
+    atomic_store_explicit(&dq->bottom, b + 1, memory_order_relaxed);
     return job;
 }
 
@@ -237,40 +272,44 @@ bool weft__deque_looks_nonempty(const struct weft__deque *dq)
     return t < b;
 }
 
-/* Any thread but the owner: take the oldest job, or EMPTY, or ABORT (lost a race). */
+bool weft__deque_looks_stealable(const struct weft__deque *dq)
+{
+    int64_t t = atomic_load_explicit(&dq->top, memory_order_relaxed);
+    int64_t s = atomic_load_explicit(&dq->split, memory_order_relaxed);
+    return t < s;
+}
+
+/* Any thread but the owner: take the oldest public job, or EMPTY, or ABORT (lost a
+ * race). */
 struct weft__job *weft__deque_steal(struct weft__deque *dq)
 {
     /* Acquire: pairs with the CAS of other thieves and of pop(), so the slot we read
      * below was written before top moved past it. */
     int64_t t = atomic_load_explicit(&dq->top, memory_order_acquire);
-    /* Acquire: pairs with the release store of bottom in push (and weft_join). */
-    int64_t b = atomic_load_explicit(&dq->bottom, memory_order_acquire);
-    if (t >= b)
-        return WEFT__STEAL_EMPTY; /* looks empty: no need for the barrier */
-    WEFT_DBG_YIELD();
+    /* Cheap early out without the fence. Relaxed: only a hint. */
+    if (t >= atomic_load_explicit(&dq->split, memory_order_relaxed)) {
+        /* Nothing public, but private jobs: ask the owner to publish at its next
+         * push (the poke sends it through weft__push_poked). Relaxed: a request,
+         * and a lost one only delays the publication. Stored only when clear, so
+         * a searching thief does not keep taking the owner's cache line. */
+        if (atomic_load_explicit(&dq->bottom, memory_order_relaxed) > t &&
+            !atomic_load_explicit(&dq->poke, memory_order_relaxed))
+            atomic_store_explicit(&dq->poke, 1, memory_order_relaxed);
+        return WEFT__STEAL_EMPTY;
+    }
+    WEFT__NOISE();
+    /* StoreLoad on the owner's behalf: pairs with the fence in pop()'s public path. */
+    atomic_thread_fence(memory_order_seq_cst);
+    /* Acquire: pairs with the release stores of split (publication), so the slot and
+     * the job it points to are visible. */
+    int64_t s = atomic_load_explicit(&dq->split, memory_order_acquire);
+    if (t >= s)
+        return WEFT__STEAL_EMPTY;
     /* Acquire: pairs with the release store of buf in weft__deque_grow(). */
     struct weft__dqbuf *buf = atomic_load_explicit(&dq->buf, memory_order_acquire);
     struct weft__job *job = atomic_load_explicit(&buf->slot[t & buf->mask],
                                                  memory_order_relaxed);
-    bool heavy = !((uintptr_t)job & WEFT__TAGS);
-    for (;;) {
-        /* StoreLoad on the owner's behalf. heavy: pairs with the compiler-only fence
-         * of weft_join's inline pop; else with the fence in weft__deque_pop(). */
-        if (heavy)
-            weft__heavy_barrier();
-        else
-            atomic_thread_fence(memory_order_seq_cst);
-        /* Acquire: as above; this is the load that counts. */
-        b = atomic_load_explicit(&dq->bottom, memory_order_acquire);
-        if (t >= b)
-            return WEFT__STEAL_EMPTY;
-        buf = atomic_load_explicit(&dq->buf, memory_order_acquire); /* as above */
-        job = atomic_load_explicit(&buf->slot[t & buf->mask], memory_order_relaxed);
-        if (heavy || ((uintptr_t)job & WEFT__TAGS))
-            break;
-        heavy = true; /* the index now holds a join job: the owner may not fence */
-    }
-    WEFT_DBG_YIELD();
+    WEFT__NOISE();
     /* seq_cst as in the paper: pairs with the CAS in pop() and other thieves'. */
     if (!atomic_compare_exchange_strong_explicit(&dq->top, &t, t + 1,
                                                  memory_order_seq_cst,

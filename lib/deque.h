@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Chase-Lev work-stealing deque: internal interface (see deque.c). */
+/* The split work-stealing deque: internal interface (see deque.c). */
 #ifndef WEFT_DEQUE_H
 #define WEFT_DEQUE_H
 
@@ -22,14 +22,19 @@ void weft__deque_free(struct weft__deque *dq);
 /* Start an empty, unused deque's indices at base (instead of 0). */
 void weft__deque_set_base(struct weft__deque *dq, int64_t base);
 /* Owner only. */
-int  weft__deque_push(struct weft__deque *dq, struct weft__job *job);
+/* public: publish at once (spawned frames); else private unless thieves have
+ * nothing left (deque.c). */
+int  weft__deque_push(struct weft__deque *dq, struct weft__job *job, bool public);
 struct weft__job *weft__deque_pop(struct weft__deque *dq);
+void weft__deque_publish(struct weft__deque *dq);
 /* Any thread. */
 struct weft__job *weft__deque_steal(struct weft__deque *dq);
+/* Hints (relaxed reads): any job at all / any public job. */
 bool weft__deque_looks_nonempty(const struct weft__deque *dq);
+bool weft__deque_looks_stealable(const struct weft__deque *dq);
 int  weft__deque_grow(struct weft__deque *dq);
 
-/* The StoreLoad barrier of the rare side of every asymmetric pair (thieves, parkers):
+/* The StoreLoad barrier of the rare side of the parking protocol's asymmetric pair:
  * membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) when available, else a plain fence
  * (and then weft__fence_full makes the owner side fence too). */
 void weft__heavy_barrier(void);
@@ -37,13 +42,9 @@ void weft__barrier_init(void);
 void weft__barrier_after_fork(void);
 extern int weft__fence_full;
 
-/* Deque slots tag what they hold in the low bits. Spawned frames (which have a
- * scope): FRAME. Join jobs whose owner pops them with a fence (weft__join_fenced,
- * the loops): FENCED. Untagged: weft_join's inline jobs, popped without a fence.
- * A thief needs membarrier() only for untagged slots (deque.c). */
+/* Deque slots tag what they hold in the low bit: spawned frames (which have a
+ * scope) carry FRAME; join jobs are untagged. */
 #define WEFT__FRAME_TAG  ((uintptr_t)1)
-#define WEFT__FENCED_TAG ((uintptr_t)2)
-#define WEFT__TAGS       (WEFT__FRAME_TAG | WEFT__FENCED_TAG)
 static inline struct weft__job *weft__tag_frame(struct weft__job *f)
 {
     return (struct weft__job *)((uintptr_t)f | WEFT__FRAME_TAG);

@@ -62,7 +62,7 @@ static void waiter_cancel(struct weft__cwait *cw)
 {
     struct weft__waiter *r =
         (struct weft__waiter *)(void *)((char *)cw - offsetof(struct weft__waiter, cw));
-    WEFT_DBG_YIELD();
+    WEFT__NOISE();
     weft__spin_lock(r->lock);
     bool mine = r->state == WEFT__WAITER_LINKED;
     if (mine)
@@ -97,7 +97,7 @@ int weft__waiter_wait(struct weft__waiter *r, struct weft_scope *s, weft__attemp
         /* Register for cancellation without the object's lock (lock order), then
          * try again: the state may have changed meanwhile. */
         weft__spin_unlock(r->lock);
-        WEFT_DBG_YIELD(); /* a cancel or a waker may come between the two sections */
+        WEFT__NOISE(); /* a cancel or a waker may come between the two sections */
         if (weft__scope_wait_add(s, &r->cw) != 0)
             return -ECANCELED;
         weft__spin_lock(r->lock);
@@ -114,7 +114,7 @@ int weft__waiter_wait(struct weft__waiter *r, struct weft_scope *s, weft__attemp
     r->state = WEFT__WAITER_LINKED;
     weft__waitq_push(r->queue, r);
     weft__spin_unlock(r->lock);
-    WEFT_DBG_YIELD(); /* a waker may set the latch before we block on it */
+    WEFT__NOISE(); /* a waker may set the latch before we block on it */
     weft__latch_block(&r->latch);
     /* Acquire (in weft__latch_is_set), also in release builds: pairs with the
      * taker's set, done after it wrote status (and a channel's element). The

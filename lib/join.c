@@ -15,60 +15,41 @@
 #include <errno.h>
 
 
-/* The slow end of a join. slot: the job as its deque slot holds it (tagged or not).
- * t: the top weft_join read after storing bottom = job->idx, or -1 if it did not
- * pop because bottom was not idx + 1 (deque indices are never negative). */
-static int finish(struct weft__worker *w, struct weft__job *job, struct weft__job *slot,
-                  int64_t t, int ra)
+/* The slow end of a join: weft_join found its job not on top (a left jobs above it,
+ * spawns into an outer scope, or a thief took it, or the task moved to another
+ * worker) or public (a thief may be taking it). Pop and run what is above it, newest
+ * first, until we reach our own job or find it gone; then wait for the thief. */
+static int finish(struct weft__worker *w, struct weft__job *job, int ra)
 {
-    struct weft__deque *dq = &w->dq;
-    if (t >= 0) {
-        /* weft_join stored bottom = i and read top t >= i. Not job->idx: a thief
-         * that took the job meanwhile has marked that taken (worker.c). */
-        int64_t i = atomic_load_explicit(&dq->bottom, memory_order_relaxed);
-        bool mine = false;
-        if (t == i) {
-            /* Last item: race the thieves. seq_cst pairs with their CAS. */
-            mine = atomic_compare_exchange_strong_explicit(&dq->top, &t, t + 1,
-                                                           memory_order_seq_cst,
-                                                           memory_order_relaxed);
-        }
-        atomic_store_explicit(&dq->bottom, i + 1, memory_order_relaxed);
-        if (mine) {
+    for (;;) {
+        if (weft__stack_low(w))
+            break; /* deep: leave them to the wait, which then suspends */
+        struct weft__job *top = weft__deque_pop(&w->dq);
+        if (top == job) {
+            weft__acct_flush(w); /* b may run long (scope.c) */
             int rb = job->fn(job->arg);
             return ra ? ra : rb;
         }
-    } else {
-        /* a left jobs above ours (spawns into an outer scope): run them first,
-         * newest first, until we reach our own job or find it stolen. */
-        for (;;) {
-            if (weft__stack_low(w))
-                break; /* deep: leave them to the wait, which then suspends */
-            struct weft__job *top = weft__deque_pop(dq);
-            if (top == slot) {
-                int rb = job->fn(job->arg);
-                return ra ? ra : rb;
-            }
-            if (!top)
-                break;
-            weft__run_job(w, top);
-            /* That job may have suspended: we may be on another worker now, whose
-             * deque does not hold our job; popping it is still helping. */
-            w = weft__current();
-            dq = &w->dq;
-        }
+        if (!top)
+            break; /* stolen: thieves take the oldest first, so nothing is below it */
+        weft__run_job(w, top);
+        /* That job may have suspended: we may be on another worker now, whose
+         * deque does not hold our job; popping it is still helping. */
+        w = weft__current();
     }
     /* Stolen: help until the thief is done with it. */
     weft__latch_wait(w, &job->latch);
+    weft__acct_flush(weft__current()); /* the joiner goes on: scope.c */
     return ra ? ra : job->result;
 }
 
-WEFT_API int weft__join_finish(struct weft__worker *w, struct weft__job *job,
-                               int64_t t, int ra)
+WEFT_API int weft__join_finish(struct weft__worker *w, struct weft__job *job, int ra)
 {
-    return finish(w, job, job, t, ra);
+    return finish(w, job, ra);
 }
 
+/* weft_join out of line, for the library's own callers (the loops), which cannot
+ * use the inline one from inside the library build. */
 int weft__join_fenced(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
 {
     struct weft__worker *w = weft__self;
@@ -78,9 +59,8 @@ int weft__join_fenced(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
     job.fn = b;
     job.arg = arg_b;
     weft__latch_init(&job.latch);
-    struct weft__job *slot = (struct weft__job *)((uintptr_t)&job | WEFT__FENCED_TAG);
     atomic_init(&job.idx, atomic_load_explicit(&w->dq.bottom, memory_order_relaxed));
-    if (weft__deque_push(&w->dq, slot) != 0) { /* no memory to grow: run inline */
+    if (weft__deque_push(&w->dq, &job, false) != 0) { /* no memory to grow: run inline */
         int ra = a(arg_a), rb = b(arg_b);
         return ra ? ra : rb;
     }
@@ -91,21 +71,14 @@ int weft__join_fenced(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
     int ra = a(arg_a);
     w = weft__current();
     struct weft__deque *dq = &w->dq;
-    int64_t i = atomic_load_explicit(&job.idx, memory_order_relaxed), t = -1;
-    /* Ours only if the slot still holds it (weft.h). */
+    int64_t i = atomic_load_explicit(&job.idx, memory_order_relaxed);
     if (atomic_load_explicit(&dq->bottom, memory_order_relaxed) == i + 1 &&
-        atomic_load_explicit(&dq->slots[i & dq->mask], memory_order_relaxed) == slot) {
-        atomic_store_explicit(&dq->bottom, i, memory_order_relaxed);
-        /* StoreLoad between the bottom store and the top load; pairs with the plain
-         * fence a thief runs for tagged slots (deque.c). */
-        atomic_thread_fence(memory_order_seq_cst);
-        t = atomic_load_explicit(&dq->top, memory_order_relaxed);
-        if (t < i) {
-            int rb = b(arg_b);
-            return ra ? ra : rb;
-        }
+        atomic_load_explicit(&dq->split, memory_order_relaxed) <= i) {
+        atomic_store_explicit(&dq->bottom, i, memory_order_relaxed); /* private: ours */
+        int rb = b(arg_b);
+        return ra ? ra : rb;
     }
-    return finish(w, &job, slot, t, ra);
+    return finish(w, &job, ra);
 }
 
 struct join_args {

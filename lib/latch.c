@@ -62,6 +62,7 @@
  */
 #define _GNU_SOURCE
 #include "pool.h"
+#include "jobserver.h"
 
 #include <errno.h>
 
@@ -111,7 +112,7 @@ bool weft__latch_is_set(const struct weft__latch *l)
 
 void weft__latch_set(struct weft__latch *l)
 {
-    WEFT_DBG_YIELD();
+    WEFT__NOISE();
     /* acq_rel: the release publishes the work done before the set (a job's result,
      * a scope's tasks); pairs with the acquire loads in weft__latch_is_set() and the
      * registration CASes' failure loads. The acquire pairs with the release of the
@@ -142,7 +143,7 @@ void weft__latch_set(struct weft__latch *l)
  * next. Returns false if the latch is set (the registration did not happen). */
 static bool latch_register(struct weft__latch *l, uintptr_t prev, uintptr_t next)
 {
-    WEFT_DBG_YIELD();
+    WEFT__NOISE();
     /* Release: publishes what the waiter wrote before registering (nothing the
      * setter reads but the word itself; kept release so the order is documented).
      * Failure (acquire): the only other writer is the setter, so the word is SET;
@@ -227,14 +228,18 @@ void weft__latch_wait_floor(struct weft__worker *w, struct weft__latch *l, int64
         return;
     if (w) {
         wait_helping(w, l, floor);
+        /* The waiter goes on: hand in the finishes helping deferred (scope.c). */
+        weft__acct_flush(weft__current());
         return;
     }
     /* A thread that is no worker sleeps at once. Spinning first was measured and
      * rejected: with as many workers as cores the spinner takes a core from them
      * (collect n=1M on 2 workers: 0.93x serial with a 20 us spin, 1.84x without)
      * and the woken worker waits for the spinner's core (wake: 21.8 us vs 1.4 us). */
+    struct weft__worker *self = weft__js_outside_begin(); /* jobserver.c: token back */
     while (!weft__latch_is_set(l))
         weft__futex_wait(futex_word(l), LATCH_WORKER);
+    weft__js_outside_end(self);
 }
 
 void weft__latch_wait(struct weft__worker *w, struct weft__latch *l)

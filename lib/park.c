@@ -38,6 +38,7 @@
 #define _GNU_SOURCE
 #include "pool.h"
 #include "reactor.h"
+#include "jobserver.h"
 
 #include <errno.h>
 #include <linux/futex.h>
@@ -148,9 +149,16 @@ void weft__unpark_one(weft_pool *pool)
         pthread_mutex_unlock(&pool->idle_mu);
         return;
     }
-    /* LIFO: the most recently parked worker has the warmest cache. */
-    struct weft__worker *w = pool->idle[pool->nidle - 1];
-    remove_idle_locked(pool, pool->nidle - 1);
+    /* LIFO: the most recently parked worker has the warmest cache. WEFT_SCHED=random:
+     * a sleeper drawn by the waker's generator (noise.c), for other wake orders. */
+    unsigned k = pool->nidle - 1;
+    if (WEFT_UNLIKELY(pool->sched_random)) {
+        struct weft__worker *me = weft__self;
+        static __thread uint64_t rng = 0x2545F4914F6CDD1Dull;
+        k = (unsigned)(weft__rng_next(me && me->pool == pool ? &me->rng : &rng) % pool->nidle);
+    }
+    struct weft__worker *w = pool->idle[k];
+    remove_idle_locked(pool, k);
     pthread_mutex_unlock(&pool->idle_mu);
     wake_word(w);
 }
@@ -176,6 +184,8 @@ void weft__notify_work(weft_pool *pool)
 WEFT_API void weft__push_poked(struct weft__worker *w)
 {
     weft_pool *pool = w->pool;
+    /* Someone may be waking up to steal: give it something to take (deque.c). */
+    weft__deque_publish(&w->dq);
     if (w->dq.fence_full) {
         /* No membarrier: the parker cannot see our bottom store unless we fence. */
         atomic_thread_fence(memory_order_seq_cst);
@@ -206,7 +216,7 @@ void weft__park(struct weft__worker *w, const struct weft__latch *until)
                                               WEFT__SLEEP_ONE - WEFT__SEARCH_ONE,
                                               memory_order_seq_cst);
     pthread_mutex_unlock(&pool->idle_mu);
-    WEFT_DBG_YIELD();
+    WEFT__NOISE();
     if ((prev & 0xffffu) == WEFT__SEARCH_ONE)
         poke_all(pool);     /* nobody searches now; ends with the heavy barrier */
     else
@@ -217,6 +227,7 @@ void weft__park(struct weft__worker *w, const struct weft__latch *until)
         WEFT_ASSERT(w->searching);
         return;
     }
+    weft__js_sleep(w);          /* jobserver.c: asleep, a worker holds no token */
     WEFT__COUNT(w, parks);
     if (w->io) {
         /* Park in the ring: a completion, a MSG_RING or the eventfd ends the wait.

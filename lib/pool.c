@@ -19,6 +19,7 @@
 #define _GNU_SOURCE
 #include "pool.h"
 #include "reactor.h"
+#include "jobserver.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -41,29 +42,6 @@ static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static struct weft__topo topo;
 static int topo_err;
 
-#ifdef WEFT_DEBUG_SCHED
-static __thread uint64_t dbg_rng;
-
-unsigned weft__dbg_rand(void)
-{
-    if (!dbg_rng)
-        dbg_rng = (uint64_t)(uintptr_t)&dbg_rng ^ (uint64_t)time(NULL) ^ 0x9E3779B97F4A7C15ull;
-    dbg_rng ^= dbg_rng << 13;
-    dbg_rng ^= dbg_rng >> 7;
-    dbg_rng ^= dbg_rng << 17;
-    return (unsigned)(dbg_rng >> 16);
-}
-
-void weft__dbg_yield(void)
-{
-    unsigned r = weft__dbg_rand() % 16;
-    if (r == 0)
-        sched_yield();
-    else if (r < 4)
-        for (unsigned k = 0; k < r * 50; k++)
-            __asm__ __volatile__("" ::: "memory");
-}
-#endif
 
 static void atfork_prepare(void)
 {
@@ -139,6 +117,7 @@ static void *worker_main(void *p)
     if (pool->flags & WEFT_POOL_PIN)
         (void)weft__topo_pin(pool->topo, w->id); /* best effort: a cpuset may forbid it */
     weft__io_thread_init(w);
+    weft__js_thread_start(w);   /* with a jobserver: a token first */
     weft__sched_thread(w);
     weft__self = NULL;
     return NULL;
@@ -185,6 +164,7 @@ static void worker_free(struct weft__worker *w)
 /* The pool's memory, not its locks: also for pools inherited across fork(). */
 static void pool_free_memory(weft_pool *pool)
 {
+    weft__js_pool_fini(pool);   /* gives every token back (none if dead) */
     weft__uring_pool_free(pool);
     weft__blocking_free(pool);
 #ifdef WEFT_HAVE_FIBERS
@@ -218,6 +198,7 @@ static void stop_workers(weft_pool *pool, unsigned started)
     weft__latch_set(&pool->stop);
     for (unsigned i = 0; i < started; i++)
         weft__unpark(pool->workers[i]);
+    weft__js_stop(pool);        /* workers waiting for a token */
     for (unsigned i = 0; i < started; i++)
         pthread_join(pool->workers[i]->thread, NULL);
 }
@@ -230,7 +211,7 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
     weft_pool_options o = {0};
     if (opts)
         o = *opts;
-    if (o.threads > WEFT_MAX_THREADS || (o.flags & ~(WEFT_POOL_PIN | WEFT_POOL_NO_URING)))
+    if (o.threads > WEFT_MAX_THREADS || (o.flags & ~(WEFT_POOL_PIN | WEFT_POOL_NO_URING | WEFT_POOL_NO_JOBSERVER)))
         return -EINVAL;
     pthread_once(&global_once, global_init);
     if (topo_err)
@@ -258,6 +239,8 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
     atomic_init(&pool->outside, 0);
     atomic_init(&pool->ext_spawns, 0);
     pool->nthreads = o.threads;
+    uint64_t seed = 0;
+    pool->sched_random = weft__noise_config(&seed);
     pool->flags = o.flags;
     pool->topo = &topo;
     pool->workers = calloc(o.threads, sizeof(*pool->workers));
@@ -276,9 +259,10 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
         pool->workers[i] = w;
         w->pool = pool;
         w->id = i;
-        w->rng = 0x9E3779B97F4A7C15ull * (i + 1) ^ (uint64_t)(uintptr_t)w;
-        if (!w->rng)
-            w->rng = 1;
+        if (pool->sched_random)
+            w->rng = weft__noise_seed_worker(seed, i);
+        else
+            w->rng = weft__noise_seed_worker((uint64_t)(uintptr_t)w, i);
         atomic_init(&w->wake, 0);
         atomic_init(&w->ready_lock, 0);
         atomic_init(&w->ready_len, 0);
@@ -296,6 +280,10 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
         weft__deque_set_base(&w->dq, (int64_t)i << 52);
     }
 
+    if (weft__js_pool_init(pool, o.flags) != 0) {
+        pool_free(pool);
+        return -ENOMEM;
+    }
 #ifdef WEFT_HAVE_FIBERS
     /* Every worker runs on a cache stack, and every suspended task holds one: keep
      * a few free per worker for reuse, unmap the rest. */
@@ -496,6 +484,7 @@ WEFT_API void weft_pool_stats(const weft_pool *pool, weft_stats *out)
         out->wakeups += atomic_load_explicit(&c->wakeups, memory_order_relaxed);
         out->io_ops += atomic_load_explicit(&c->io_ops, memory_order_relaxed);
     }
+    weft__js_stats(pool, out);
 }
 
 const char *weft__pool_io_backend(const weft_pool *pool)

@@ -11,6 +11,7 @@
 #include "weft.h"
 #include "debug.h"
 #include "deque.h"
+#include "noise.h"
 #include "topo.h"
 #ifdef WEFT_HAVE_FIBERS
 #include "fiber.h"
@@ -22,6 +23,7 @@
 
 struct weft__io;      /* uring.c: a worker's ring */
 struct weft__blocking; /* blocking.c: the fallback backend's threads */
+struct weft__js;       /* jobserver.c: the pool's workers' tokens */
 
 /* A suspended task (sched.c). Lives on the suspended fiber's own stack. job is what
  * the ready queues hold (tagged WEFT__RESUME_TAG when handed out by find_work). */
@@ -51,7 +53,7 @@ struct weft__worker {
     weft_pool *pool;
     unsigned id;
     pthread_t thread;
-    uint64_t rng;                   /* owner-private xorshift state */
+    uint64_t rng;                   /* owner-private xorshift state (noise.h) */
     bool searching;                 /* owner-private: counted in the parking word */
     /* Steal order: other workers' ids, nearest first; groups of equal distance are
      * delimited by group_end[] and searched from a random start. */
@@ -72,9 +74,15 @@ struct weft__worker {
     struct weft__fiber *after_from;
     struct weft__io *io;            /* this worker's ring, or NULL (blocking backend) */
     unsigned tick;                  /* jobs run since the last look at the ring */
+    unsigned inj_tick;              /* jobs run since the last look at the injector */
     unsigned long switches;         /* fibers this worker has switched away from */
+    /* Scope accounting (scope.c), owner-private: tasks of acct_scope finished here
+     * whose count the scope has not been told yet. */
+    struct weft_scope *acct_scope;
+    int64_t acct_done;
     /* Spawn frames (task.c): owner-private free list. */
     struct weft__job *free_frames;
+    unsigned nfree_frames;
     /* Parking (park.c). wake is the futex word; parked is guarded by pool->idle_mu. */
     alignas(64) _Atomic(uint32_t) wake;
     bool parked;
@@ -85,8 +93,6 @@ struct weft__worker {
     struct weft__job *ready_head, *ready_tail;
     struct weft__job *yield_head, *yield_tail;  /* tasks that called weft_yield */
     _Atomic(size_t) ready_len, yield_len;
-    /* Frames of this worker finished by others (task.c): a Treiber stack. */
-    alignas(64) _Atomic(struct weft__job *) remote_frames;
     alignas(64) struct weft__counters stats;
 #ifdef WEFT_HAVE_FIBERS
     struct weft__fiber thread_fiber; /* the thread's own stack (sched.c) */
@@ -119,11 +125,13 @@ struct weft_pool {
 
     unsigned nthreads;
     unsigned flags;
+    bool sched_random;                    /* WEFT_SCHED=random (noise.c) */
 #ifdef WEFT_HAVE_FIBERS
     struct weft__stack_cache stacks;      /* fiber stacks (sched.c) */
 #endif
     bool uring;                           /* workers have rings (uring.c) */
     struct weft__blocking *blocking;      /* fallback backend (blocking.c), or NULL */
+    struct weft__js *js;                  /* make's jobserver (jobserver.c), or NULL */
     unsigned ring_entries;
     struct weft__worker **workers;
     const struct weft__topo *topo;        /* process-wide, read once */
@@ -241,9 +249,21 @@ struct weft__job *weft__frame_get(weft_pool *pool, struct weft__worker *w);
 void weft__frame_put(weft_pool *pool, struct weft__worker *w, struct weft__job *f);
 void weft__frames_free(weft_pool *pool);
 void *weft__frame_args(struct weft__job *f);
+/* Frames recycled per worker are bounded (task.c): */
+#define WEFT__FRAMES_LOCAL_MAX 128u
+#define WEFT__FRAMES_SLAB 64u
+size_t weft__frames_allocated(weft_pool *pool); /* test hook */
 
 /* scope.c */
 void weft__run_frame(struct weft__worker *w, struct weft__job *f);
+/* Tell the scope of w's deferred finishes about them (owner only). Called wherever
+ * the worker stops running jobs of that scope back to back (scope.c says where). */
+void weft__acct_flush_slow(struct weft__worker *w);
+static inline void weft__acct_flush(struct weft__worker *w)
+{
+    if (w->acct_done)
+        weft__acct_flush_slow(w);
+}
 /* I/O operations of tasks in a scope, for cancellation (io.c). */
 struct weft__op;
 int  weft__scope_op_add(struct weft_scope *s, struct weft__op *op); /* -ECANCELED */

@@ -183,6 +183,7 @@ static void run_after(struct weft__worker *w)
 {
     weft__after_fn fn = w->after;
     if (fn) {
+        WEFT__NOISE(); /* widen the window between a switch and its publication */
         w->after = NULL;
         fn(w, w->after_wt, w->after_arg);
     }
@@ -219,6 +220,7 @@ static void after_exit(struct weft__worker *w, struct weft__wait *wt, void *arg)
 /* Leave the running fiber for good and run to. */
 static noreturn void exit_to(struct weft__worker *w, struct weft__fiber *to)
 {
+    weft__acct_flush(w); /* the fiber we resume may run long (scope.c) */
     struct weft__fiber *from = w->fiber;
     w->after = after_exit;
     w->after_from = from;
@@ -234,6 +236,10 @@ void weft__switch_to(struct weft__worker *w, struct weft__fiber *to, weft__after
     struct weft__fiber *from = w->fiber;
     struct weft_scope *scope = w->scope;
     w->switches++;
+    /* The fiber that leaves may have private jobs on the deque: let thieves have
+     * them while it waits (deque.c); and finishes it deferred count (scope.c). */
+    weft__deque_publish(&w->dq);
+    weft__acct_flush(w);
     wt->fiber = from;
     wt->home = w;
     w->after = after;

@@ -10,6 +10,19 @@
  * body returns and then waits on the latch, helping (a worker) or sleeping (any
  * other thread).
  *
+ * The counter is kept per worker where it can be: a task that finishes adds to its
+ * worker's private count of finished tasks of that scope (acct_done) instead of
+ * decrementing the shared counter, and a spawn into that scope from that worker
+ * takes one back (so a worker that spawns and runs a scope's tasks itself touches
+ * no shared line at all). The shared counter thus never reads lower than the tasks
+ * really unfinished (it counts the deferred ones as unfinished), so it reaches zero
+ * only once every task finished and every deferral was handed in. A worker hands in
+ * (weft__acct_flush) wherever it stops running that scope's jobs back to back:
+ * before a frame of another scope, before any other job (run_job), when a wait
+ * returns or a join's slow end ran jobs, before it switches fibers, before it
+ * searches or parks, and before a scope's body waits. So a deferral is never held
+ * across anything that could take long or wait on the scope.
+ *
  * weft_scope_limit(k): admission happens when a frame is about to run. Over the
  * limit, the frame is parked on the scope's deferred list (under the scope's lock:
  * the limited path only) and the task that finishes next admits it. So at most k
@@ -118,6 +131,16 @@ void weft__scope_op_del(struct weft_scope *s, struct weft__op *op)
     pthread_mutex_unlock(&s->mu);
 }
 
+void weft__acct_flush_slow(struct weft__worker *w)
+{
+    struct weft_scope *s = w->acct_scope;
+    int64_t n = w->acct_done;
+    w->acct_done = 0;
+    /* acq_rel: as in scope_release(), for n finishes at once. */
+    if (atomic_fetch_sub_explicit(&s->pending, n, memory_order_acq_rel) == n)
+        weft__latch_set(&s->done);
+}
+
 static void scope_release(struct weft_scope *s)
 {
     /* acq_rel: each finisher releases its task's effects; the last one acquires all
@@ -132,7 +155,7 @@ static int push_frame(weft_pool *pool, struct weft__worker *w, struct weft__job 
         weft__inject(pool, f);
         return 0;
     }
-    int err = weft__deque_push(&w->dq, weft__tag_frame(f));
+    int err = weft__deque_push(&w->dq, weft__tag_frame(f), true);
     if (err)
         return err;
     /* As in weft_join: StoreLoad between the bottom store and the poke load pairs
@@ -164,12 +187,21 @@ static int spawn(weft_scope *s, weft_fn fn, void *arg, const void *copy, size_t 
     } else {
         f->arg = arg;
     }
-    /* Relaxed: the spawner holds a count (the body's or its running task's), so the
-     * counter cannot reach zero meanwhile; the push publishes the frame. */
-    atomic_fetch_add_explicit(&s->pending, 1, memory_order_relaxed);
+    /* A finish of this scope deferred here pays for the spawn (see the top of the
+     * file). Else relaxed: the spawner holds a count (the body's or its running
+     * task's), so the counter cannot reach zero meanwhile; the push publishes the
+     * frame. */
+    bool credit = w && w->acct_scope == s && w->acct_done > 0;
+    if (credit)
+        w->acct_done--;
+    else
+        atomic_fetch_add_explicit(&s->pending, 1, memory_order_relaxed);
     int err = push_frame(pool, w, f);
     if (err) {
-        atomic_fetch_sub_explicit(&s->pending, 1, memory_order_relaxed);
+        if (credit)
+            w->acct_done++;
+        else
+            atomic_fetch_sub_explicit(&s->pending, 1, memory_order_relaxed);
         weft__frame_put(pool, w, f);
         return err;
     }
@@ -216,6 +248,8 @@ void weft__run_frame(struct weft__worker *w, struct weft__job *f)
 {
     struct weft_scope *s = f->scope;
     weft_pool *pool = s->pool;
+    if (w->acct_scope != s)
+        weft__acct_flush(w); /* a frame of another scope: hand in the old one's */
     unsigned limit = atomic_load_explicit(&s->limit, memory_order_relaxed);
     if (limit && f->result != ADMITTED) {
         pthread_mutex_lock(&s->mu);
@@ -261,8 +295,15 @@ void weft__run_frame(struct weft__worker *w, struct weft__job *f)
         next->result = ADMITTED;
         if (push_frame(pool, w, next) != 0)
             weft__run_frame(w, next); /* no room in the deque: run it here */
+        w = weft__current();
     }
-    scope_release(s);
+    /* Deferred (the top of the file). The task may have run other scopes' frames
+     * in its waits, which handed this worker's deferral to those scopes. */
+    if (w->acct_scope != s) {
+        weft__acct_flush(w);
+        w->acct_scope = s;
+    }
+    w->acct_done++;
 }
 
 WEFT_API int weft_scope_run(weft_pool *pool, int (*body)(weft_scope *s, void *arg),
@@ -305,6 +346,8 @@ WEFT_API int weft_scope_run(weft_pool *pool, int (*body)(weft_scope *s, void *ar
     }
     if (r)
         scope_fail(&s, r);
+    if (w)
+        weft__acct_flush(w); /* finishes of our tasks held here must count */
     scope_release(&s);
     weft__latch_wait_floor(w, &s.done, floor);
     if (outside)

@@ -2,14 +2,15 @@
 /*
  * Spawn frames. A weft_spawn needs a record that outlives the spawner's stack frame:
  * the job, the scope it belongs to and up to 64 bytes of copied arguments. Frames are
- * recycled and always go back to the worker that handed them out (their home), the
- * way mimalloc returns blocks to the heap of the thread that owns them: the home
- * worker keeps a private free list (no lock, no atomic); a frame finished on another
- * worker is pushed onto its home's remote-free stack (one CAS), and the home takes
- * the whole stack with one exchange when its private list runs dry. So a worker
- * needs no more frames than it ever had in flight at once, and once a workload has
- * reached its peak, spawning does no malloc at all, whoever runs the tasks. Frames
- * spawned from outside threads come from the pool's shared list (under a lock).
+ * recycled where they finish: each worker keeps a private free list (no lock, no
+ * atomic), bounded at LOCAL_MAX frames; past it a batch goes back to the pool's
+ * shared list, and a worker whose list runs dry takes a batch from there (both under
+ * the pool's lock, once per SLAB_FRAMES frames). Once a workload has reached its
+ * peak, spawning does no malloc at all, whoever runs the tasks, and a task stolen
+ * from its spawner costs no write to the spawner's memory when it finishes. (Before,
+ * a frame went back to the worker that handed it out, by a CAS on that worker's
+ * remote-free stack: one shared write per stolen task.) Frames spawned from outside
+ * threads come from the pool's shared list (under the lock).
  * Frames come in slabs that live until the pool is destroyed: from a private
  * jemalloc arena when weft is built with -Djemalloc=enabled, else from malloc.
  */
@@ -26,7 +27,6 @@
 
 struct frame {
     struct weft__job job;
-    struct weft__worker *home;   /* worker whose lists it returns to; NULL: shared */
     alignas(16) unsigned char args[64];
 };
 
@@ -41,7 +41,7 @@ struct slab {
     alignas(64) struct frame frames[];
 };
 
-#define SLAB_FRAMES 64u
+#define SLAB_FRAMES WEFT__FRAMES_SLAB
 
 void *weft__frame_args(struct weft__job *f)
 {
@@ -107,17 +107,17 @@ static int refill_locked(weft_pool *pool)
 }
 
 /* A frame, or NULL when out of memory. w: the calling worker of pool, or NULL. */
+/* A worker keeps at most this many free frames; past it, it hands a slab's worth
+ * back to the pool (so frames that finish on a thief do not pile up there). */
+#define LOCAL_MAX WEFT__FRAMES_LOCAL_MAX
+
 struct weft__job *weft__frame_get(weft_pool *pool, struct weft__worker *w)
 {
     if (w) {
         struct weft__job *f = w->free_frames;
-        if (WEFT_UNLIKELY(!f)) {
-            /* Acquire: pairs with the release CAS in weft__frame_put(), so the
-             * frames' links written by other workers are visible. */
-            f = atomic_exchange_explicit(&w->remote_frames, NULL, memory_order_acquire);
-        }
         if (WEFT_LIKELY(f != NULL)) {
             w->free_frames = f->next;
+            w->nfree_frames--;
             return f;
         }
     }
@@ -129,40 +129,44 @@ struct weft__job *weft__frame_get(weft_pool *pool, struct weft__worker *w)
     struct weft__job *f = pool->frames;
     pool->frames = f->next;
     pool->nframes--;
-    frame_of(f)->home = w;
     if (w) {
         /* Adopt a batch for the private list while we hold the lock. */
         for (unsigned k = 1; k < SLAB_FRAMES && pool->frames; k++) {
             struct weft__job *g = pool->frames;
             pool->frames = g->next;
             pool->nframes--;
-            frame_of(g)->home = w;
             g->next = w->free_frames;
             w->free_frames = g;
+            w->nfree_frames++;
         }
     }
     pthread_mutex_unlock(&pool->frames_mu);
     return f;
 }
 
-/* f has finished; w is the worker that ran it (frames only run on workers). */
+/* Frames are recycled where they finish: onto the finishing worker's own list, with
+ * no shared write per task (a frame spawned on A and run by a thief B used to go
+ * back to A's list with a CAS on A's cache line, once per stolen task). A worker
+ * whose list outgrows LOCAL_MAX gives a batch back to the pool, and a spawner whose
+ * list runs dry takes a batch from it: one lock round trip per SLAB_FRAMES frames
+ * on each side of a producer/consumer pair. */
 void weft__frame_put(weft_pool *pool, struct weft__worker *w, struct weft__job *f)
 {
-    struct weft__worker *home = frame_of(f)->home;
-    if (WEFT_LIKELY(home == w && w)) {
+    if (WEFT_LIKELY(w != NULL)) {
         f->next = w->free_frames;
         w->free_frames = f;
-        return;
-    }
-    if (home) {
-        struct weft__job *head = atomic_load_explicit(&home->remote_frames,
-                                                      memory_order_relaxed);
-        do {
-            f->next = head;
-            /* Release: publishes f->next to the home's exchange in frame_get(). */
-        } while (!atomic_compare_exchange_weak_explicit(&home->remote_frames, &head, f,
-                                                        memory_order_release,
-                                                        memory_order_relaxed));
+        if (WEFT_LIKELY(++w->nfree_frames <= LOCAL_MAX))
+            return;
+        struct weft__job *head = w->free_frames, *tail = head;
+        for (unsigned k = 1; k < SLAB_FRAMES; k++)
+            tail = tail->next;
+        w->free_frames = tail->next;
+        w->nfree_frames -= SLAB_FRAMES;
+        pthread_mutex_lock(&pool->frames_mu);
+        tail->next = pool->frames;
+        pool->frames = head;
+        pool->nframes += SLAB_FRAMES;
+        pthread_mutex_unlock(&pool->frames_mu);
         return;
     }
     pthread_mutex_lock(&pool->frames_mu);
@@ -170,6 +174,17 @@ void weft__frame_put(weft_pool *pool, struct weft__worker *w, struct weft__job *
     pool->frames = f;
     pool->nframes++;
     pthread_mutex_unlock(&pool->frames_mu);
+}
+
+/* Test hook: frames allocated so far (slabs x SLAB_FRAMES). */
+size_t weft__frames_allocated(weft_pool *pool)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&pool->frames_mu);
+    for (struct slab *s = pool->slabs; s; s = s->next)
+        n += SLAB_FRAMES;
+    pthread_mutex_unlock(&pool->frames_mu);
+    return n;
 }
 
 /* Pool teardown: every frame is back on some list; free the slabs. */

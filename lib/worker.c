@@ -20,6 +20,7 @@
 #define _GNU_SOURCE
 #include "pool.h"
 #include "reactor.h"
+#include "jobserver.h"
 
 #include <sched.h>
 #include <stdlib.h>
@@ -30,11 +31,7 @@
 
 static inline uint64_t rng_next(struct weft__worker *w)
 {
-    uint64_t x = w->rng;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return w->rng = x;
+    return weft__rng_next(&w->rng);
 }
 
 void weft__inject(weft_pool *pool, struct weft__job *job)
@@ -82,7 +79,7 @@ bool weft__work_visible(weft_pool *pool)
     if (atomic_load_explicit(&pool->inj_len, memory_order_relaxed) != 0)
         return true;
     for (unsigned i = 0; i < pool->nthreads; i++)
-        if (weft__deque_looks_nonempty(&pool->workers[i]->dq) ||
+        if (weft__deque_looks_stealable(&pool->workers[i]->dq) ||
             atomic_load_explicit(&pool->workers[i]->ready_len, memory_order_relaxed) != 0 ||
             atomic_load_explicit(&pool->workers[i]->yield_len, memory_order_relaxed) != 0)
             return true;
@@ -97,7 +94,7 @@ void weft__run_job(struct weft__worker *w, struct weft__job *job)
         weft__run_frame(w, (struct weft__job *)((uintptr_t)job & ~WEFT__FRAME_TAG));
         return;
     }
-    job = (struct weft__job *)((uintptr_t)job & ~WEFT__FENCED_TAG);
+    weft__acct_flush(w); /* a join or run job may take long (scope.c) */
     /* A join or run job: its owner waits on the latch; job memory is the owner's
      * and must not be touched after the latch is set. Mark it taken: its joiner's
      * inline pop must not mistake a later job at the same index for it (weft.h). */
@@ -106,62 +103,58 @@ void weft__run_job(struct weft__worker *w, struct weft__job *job)
     weft__latch_set(&job->latch);
 }
 
+/* Try victim v: its ready tasks, then its deque (a lost race means the victim has
+ * work: try again at once). */
+static struct weft__job *steal_from(struct weft__worker *w, struct weft__worker *v)
+{
+    struct weft__job *job = weft__ready_pop(v);
+    if (job)
+        return job;
+    while ((job = weft__deque_steal(&v->dq)) == WEFT__STEAL_ABORT)
+        WEFT__COUNT(w, steal_fails);
+    if (job)
+        WEFT__COUNT(w, steals);
+    return job;
+}
+
+/* One look at every other worker. Victims nearest first by topology, a random start
+ * within each group of equal distance; with WEFT_SCHED=random (noise.c), as many
+ * victims drawn at random (repeats allowed), so that any worker may steal from any
+ * other in any order. */
 static struct weft__job *steal_round(struct weft__worker *w)
 {
     weft_pool *pool = w->pool;
     unsigned nv = pool->nthreads - 1;
     if (nv == 0)
         return NULL;
-#ifdef WEFT_DEBUG_SCHED
-    /* Random victims in random order: shakes out assumptions about who steals. */
-    for (unsigned k = 0; k < nv; k++) {
-        unsigned v = w->victims[weft__dbg_rand() % nv];
-        struct weft__job *job = weft__ready_pop(pool->workers[v]);
-        if (!job)
-            job = weft__yield_pop(pool->workers[v]);
-        if (job)
-            return job;
-        job = weft__deque_steal(&pool->workers[v]->dq);
-        if (job == WEFT__STEAL_ABORT) {
-            WEFT__COUNT(w, steal_fails);
-            continue;
-        }
-        if (job) {
-            WEFT__COUNT(w, steals);
-            return job;
-        }
-    }
-    return NULL;
-#else
-    unsigned start = 0;
-    for (unsigned g = 0; g < w->ngroups; g++) {
-        unsigned end = w->group_end[g], len = end - start;
-        unsigned off = len > 1 ? (unsigned)(rng_next(w) % len) : 0;
-        for (unsigned k = 0; k < len; k++) {
-            unsigned v = w->victims[start + (off + k) % len];
-            struct weft__job *job = weft__ready_pop(pool->workers[v]);
-            if (job)
+    struct weft__job *job;
+    if (WEFT_UNLIKELY(pool->sched_random)) {
+        for (unsigned k = 0; k < nv; k++)
+            if ((job = steal_from(w, pool->workers[w->victims[rng_next(w) % nv]])))
                 return job;
-            /* A lost race means the victim has work: try it again at once. */
-            while ((job = weft__deque_steal(&pool->workers[v]->dq)) == WEFT__STEAL_ABORT)
-                WEFT__COUNT(w, steal_fails);
-            if (job) {
-                WEFT__COUNT(w, steals);
-                return job;
-            }
+    } else {
+        unsigned start = 0;
+        for (unsigned g = 0; g < w->ngroups; g++) {
+            unsigned end = w->group_end[g], len = end - start;
+            unsigned off = len > 1 ? (unsigned)(rng_next(w) % len) : 0;
+            for (unsigned k = 0; k < len; k++)
+                if ((job = steal_from(w, pool->workers[w->victims[start + (off + k) % len]])))
+                    return job;
+            start = end;
         }
-        start = end;
     }
     /* Tasks that yielded come last: they wait for other work by definition, and
      * moving one moves its cold stack to this core. */
     for (unsigned k = 0; k < nv; k++) {
-        struct weft__job *job = weft__yield_pop(pool->workers[w->victims[k]]);
+        job = weft__yield_pop(pool->workers[w->victims[k]]);
         if (job)
             return job;
     }
     return NULL;
-#endif
 }
+
+/* Jobs a worker runs between looks at the injector while it has local work. */
+#define INJECT_EVERY 61
 
 /* Jobs a worker runs between looks at its ring while it has local work. */
 #define IO_EVERY 32
@@ -179,7 +172,16 @@ struct weft__job *weft__find_work(struct weft__worker *w, const struct weft__lat
     job = weft__ready_pop(w);
     if (job)
         return job;
-    if (weft__yield_first(w) && (job = weft__yield_pop(w)))
+    /* Work from outside threads is looked at every INJECT_EVERY jobs even while
+     * local work lasts (Tokio looks at its global queue every 61 ticks for the same
+     * reason), and always before a yielded task resumes: a yield lets everything
+     * runnable run first (weft.h), the injector included. */
+    if (WEFT_UNLIKELY(++w->inj_tick >= INJECT_EVERY)) {
+        w->inj_tick = 0;
+        if ((job = weft__inject_pop(w->pool)))
+            return job;
+    }
+    if (weft__yield_first(w) && ((job = weft__inject_pop(w->pool)) || (job = weft__yield_pop(w))))
         return job;
     if (atomic_load_explicit(&w->dq.bottom, memory_order_relaxed) > floor) /* owner's own */
         job = weft__deque_pop(&w->dq);
@@ -187,8 +189,12 @@ struct weft__job *weft__find_work(struct weft__worker *w, const struct weft__lat
         return job;
     if (w->io && weft__io_poll(w, false) > 0 && (job = weft__ready_pop(w)))
         return job;
-    if ((job = weft__yield_pop(w)))
+    if ((job = weft__inject_pop(w->pool)) || (job = weft__yield_pop(w)))
         return job;
+    /* We stop running our own jobs (none, or only some below floor): let thieves
+     * have whatever is private (deque.c). */
+    weft__deque_publish(&w->dq);
+    weft__acct_flush(w); /* and hand in deferred finishes (scope.c) */
     weft__start_searching(w);
     for (;;) {
         for (unsigned round = 0; round < SPIN_ROUNDS + YIELD_ROUNDS; round++) {
@@ -217,6 +223,7 @@ struct weft__job *weft__find_work(struct weft__worker *w, const struct weft__lat
             }
         }
         weft__park(w, until);
+        weft__js_wake(w);       /* jobserver.c: a token before any work */
         job = weft__ready_pop(w); /* parked in the ring: completions came in */
         if (job) {
             weft__stop_searching(w);

@@ -99,7 +99,7 @@ Test(badinput, pool_create)
         weft_pool_options b = {.threads = bad_threads[k]};
         cr_assert_eq(weft_pool_create(&p, &b), -EINVAL, "threads = %u", bad_threads[k]);
     }
-    static const unsigned bad_flags[] = {1u << 2, 1u << 5, 1u << 31, ~0u,
+    static const unsigned bad_flags[] = {1u << 3, 1u << 5, 1u << 31, ~0u,
                                          WEFT_POOL_PIN | (1u << 7)};
     for (size_t k = 0; k < sizeof(bad_flags) / sizeof(bad_flags[0]); k++) {
         weft_pool *p = NULL;
@@ -108,7 +108,8 @@ Test(badinput, pool_create)
     }
     /* The known flags are accepted (pinning is best effort). */
     weft_pool *p = NULL;
-    weft_pool_options good = {.threads = 2, .flags = WEFT_POOL_PIN | WEFT_POOL_NO_URING};
+    weft_pool_options good = {.threads = 2,
+                               .flags = WEFT_POOL_PIN | WEFT_POOL_NO_URING | WEFT_POOL_NO_JOBSERVER};
     cr_assert_eq(weft_pool_create(&p, &good), 0);
     cr_assert_eq(weft_pool_threads(p), 2);
     weft_pool_destroy(p);
@@ -119,9 +120,12 @@ Test(badinput, pool_create)
 Test(badinput, run_null_fn)
 {
     weft_pool *p = mkpool(2);
-    atomic_store(&called, 0);
     cr_assert_eq(weft_run(p, NULL, NULL), -EINVAL);
     cr_assert_eq(weft_run(NULL, NULL, NULL), -EINVAL);
+    /* The refused calls left the pool working (there was no callback to not call). */
+    atomic_store(&called, 0);
+    cr_assert_eq(weft_run(p, never, NULL), 0);
+    cr_assert_eq(atomic_load(&called), 1);
     weft_pool_destroy(p);
 }
 

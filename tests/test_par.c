@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "weft.h"
+#include "checks.h"
 
 #define SENT  0xA5u             /* sentinel byte: no pattern byte ever equals it */
 #define GUARD 64                /* guard bytes before and after every buffer */
@@ -1143,6 +1144,9 @@ Test(par, forked_child_gets_echild)
     weft_pool *pool = make_pool(2);
     uint64_t buf[8];
     atomic_store(&never_calls, 0);
+    /* Fork only while the workers sleep (the policy of test_lifecycle.c, for ASan's
+     * allocator locks): the pool has started both and they park. */
+    cr_assert(wt_wait_parked(pool, 2, 10000), "the workers did not park before fork()");
     pid_t pid = fork();
     cr_assert_geq(pid, 0);
     if (pid == 0) {

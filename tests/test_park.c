@@ -42,41 +42,56 @@ static int bump(void *p)
     return 7;
 }
 
-/* cycles submissions from this thread; every pause_every-th one after a pause long
- * enough for the workers to park; a few more after short random pauses. */
+/* cycles submissions from this thread; every pause_every-th one once every worker
+ * has parked (waited for); a few more after short random pauses, which land in the
+ * middle of a search or a park (workload shaping, not synchronisation). */
 static void submit_cycles(weft_pool *pool, size_t cycles, size_t pause_every, uint64_t seed)
 {
+    seed = wt_test_seed(seed);
     uint64_t counter = 0, rng = seed | 1;
     for (size_t i = 0; i < cycles; i++) {
         uint64_t x = xorshift(&rng);
-        if (pause_every && i % pause_every == pause_every - 1)
-            sleep_us(200);
-        else if ((x & 255) == 0)
+        if (pause_every && i % pause_every == pause_every - 1) {
+            if (!wt_wait_parked(pool, weft_pool_threads(pool), 10000))
+                cr_assert(0, "cycle %zu: the workers did not all park in 10 s (seed %llu)",
+                          i, (unsigned long long)seed);
+        } else if ((x & 255) == 0)
             sleep_us((long)(x >> 60)); /* 0-15 us: lands in the middle of a search */
         else if ((x & 255) == 1)
             sched_yield();
         int r = weft_run(pool, bump, &counter);
         if (r != 7)
-            cr_assert(0, "cycle %zu: weft_run returned %d", i, r);
+            cr_assert(0, "cycle %zu: weft_run returned %d (seed %llu)", i, r,
+                      (unsigned long long)seed);
     }
-    cr_assert_eq(counter, cycles);
+    cr_assert_eq(counter, cycles, "seed %llu", (unsigned long long)seed);
+}
+
+/* After a long idle spell every worker sleeps (waited for), and the next run wakes
+ * one: the counters show that wake-up. */
+static void wake_from_idle(weft_pool *pool)
+{
+    unsigned n = weft_pool_threads(pool);
+    cr_assert(wt_wait_parked(pool, n, 10000), "%llu of %u workers parked in 10 s",
+              (unsigned long long)wt_parked(pool), n);
+    weft_stats a, b;
+    weft_pool_stats(pool, &a);
+    uint64_t c = 0;
+    cr_assert_eq(weft_run(pool, bump, &c), 7);
+    cr_assert_eq(c, 1);
+    weft_pool_stats(pool, &b);
+    cr_log_info("%u workers: parks %llu wakeups %llu", n, (unsigned long long)b.parks,
+                (unsigned long long)b.wakeups);
+    cr_assert_gt(a.parks, 0);
+    /* The job ran on a worker that woke for it (and counted that before running it). */
+    cr_assert_gt(b.wakeups, a.wakeups, "the run did not wake a worker");
 }
 
 Test(park, idle_submit_cycles_2_workers, .timeout = 120)
 {
     weft_pool *pool = mkpool(2);
     submit_cycles(pool, SCALED(100000), 1000, 1);
-    /* A long idle spell: every worker is asleep now, and the next run wakes one. */
-    sleep_us(20000);
-    uint64_t c = 0;
-    cr_assert_eq(weft_run(pool, bump, &c), 7);
-    cr_assert_eq(c, 1);
-    weft_stats st;
-    weft_pool_stats(pool, &st);
-    cr_log_info("2 workers: parks %llu wakeups %llu", (unsigned long long)st.parks,
-                (unsigned long long)st.wakeups);
-    cr_assert_gt(st.parks, 0);
-    cr_assert_gt(st.wakeups, 0);
+    wake_from_idle(pool);
     weft_pool_destroy(pool);
 }
 
@@ -84,13 +99,7 @@ Test(park, idle_submit_cycles_1_worker, .timeout = 120)
 {
     weft_pool *pool = mkpool(1);
     submit_cycles(pool, SCALED(30000), 300, 2);
-    sleep_us(20000);
-    uint64_t c = 0;
-    cr_assert_eq(weft_run(pool, bump, &c), 7);
-    weft_stats st;
-    weft_pool_stats(pool, &st);
-    cr_assert_gt(st.parks, 0);
-    cr_assert_gt(st.wakeups, 0);
+    wake_from_idle(pool);
     weft_pool_destroy(pool);
 }
 
@@ -145,14 +154,16 @@ Test(park, concurrent_outside_submitters, .timeout = 120)
     struct submitter s[3];
     pthread_t th[3];
     for (int i = 0; i < 3; i++) {
-        s[i] = (struct submitter){pool, SCALED(20000), (uint64_t)i * 7919 + 1, 0};
+        s[i] = (struct submitter){pool, SCALED(20000), wt_test_seed((uint64_t)i * 7919 + 1), 0};
         cr_assert_eq(pthread_create(&th[i], NULL, submitter_main, &s[i]), 0);
     }
     for (int i = 0; i < 3; i++) {
         pthread_join(th[i], NULL);
-        cr_assert_eq(s[i].counter, s[i].cycles);
+        cr_assert_eq(s[i].counter, s[i].cycles, "seed %llu", (unsigned long long)s[i].seed);
     }
-    ASSERT_NO_BAD();
+    cr_assert_eq(atomic_exchange(&bad_line, 0), 0, "check failed on a submitter (seeds "
+                 "%llu, %llu, %llu)", (unsigned long long)s[0].seed,
+                 (unsigned long long)s[1].seed, (unsigned long long)s[2].seed);
     weft_pool_destroy(pool);
 }
 
@@ -182,14 +193,27 @@ static int side_b(void *p)
     return 0;
 }
 
+/* Inside a task of a 2-worker pool: wait until the other worker sleeps, and return
+ * the wakeups counted so far (the caller's push must add one). */
+static uint64_t other_worker_parked(weft_pool *pool)
+{
+    TCHECK(wt_wait_parked(pool, 1, 10000));
+    weft_stats st;
+    weft_pool_stats(pool, &st);
+    return st.wakeups;
+}
+
 static int sleepy_join(void *p)
 {
-    (void)p;
-    usleep(2000); /* the other worker finds nothing and parks meanwhile */
+    weft_pool *pool = p;
+    uint64_t woken = other_worker_parked(pool);
     struct handoff h = {0};
     int r = weft_join(side_a, &h, side_b, &h);
     TCHECK(r == 0);
     TCHECK(!pthread_equal(h.a_thread, h.b_thread));
+    weft_stats st;
+    weft_pool_stats(pool, &st);
+    TCHECK(st.wakeups > woken); /* the push woke the sleeper */
     return r;
 }
 
@@ -197,7 +221,7 @@ Test(park, join_push_wakes_sleeping_worker, .timeout = 120)
 {
     weft_pool *pool = mkpool(2);
     for (int rep = 0; rep < 10; rep++)
-        cr_assert_eq(weft_run(pool, sleepy_join, NULL), 0);
+        cr_assert_eq(weft_run(pool, sleepy_join, pool), 0);
     ASSERT_NO_BAD();
     weft_stats st;
     weft_pool_stats(pool, &st);
@@ -231,12 +255,15 @@ static int handoff_body(weft_scope *s, void *arg)
 
 static int sleepy_scope(void *p)
 {
-    (void)p;
-    usleep(2000);
+    weft_pool *pool = p;
+    uint64_t woken = other_worker_parked(pool);
     struct spawn_handoff h = {0};
     int r = weft_scope_run(NULL, handoff_body, &h);
     TCHECK(r == 0);
     TCHECK(!pthread_equal(h.body_thread, h.task_thread));
+    weft_stats st;
+    weft_pool_stats(pool, &st);
+    TCHECK(st.wakeups > woken); /* the spawn woke the sleeper */
     return r;
 }
 
@@ -244,7 +271,7 @@ Test(park, spawn_push_wakes_sleeping_worker, .timeout = 120)
 {
     weft_pool *pool = mkpool(2);
     for (int rep = 0; rep < 10; rep++)
-        cr_assert_eq(weft_run(pool, sleepy_scope, NULL), 0);
+        cr_assert_eq(weft_run(pool, sleepy_scope, pool), 0);
     ASSERT_NO_BAD();
     weft_stats st;
     weft_pool_stats(pool, &st);
@@ -267,7 +294,7 @@ static int fan_task(void *p)
         return 0;
     }
     if (f->depth % 3 == 0)
-        usleep(300);
+        usleep(300); /* workload: the other workers run dry and park meanwhile */
     struct fan a = {f->depth - 1, f->leaves}, b = {f->depth - 1, f->leaves};
     return weft_join(fan_task, &a, fan_task, &b);
 }
@@ -280,7 +307,8 @@ Test(park, sleepy_fanout_oversubscribed, .timeout = 120)
         struct fan f = {9, &leaves};
         cr_assert_eq(weft_run(pool, fan_task, &f), 0);
         cr_assert_eq(atomic_load(&leaves), 512);
-        sleep_us(5000);
+        /* The next round starts with every worker asleep. */
+        cr_assert(wt_wait_parked(pool, 8, 10000), "round %d: workers did not park", rep);
     }
     weft_pool_destroy(pool);
 }

@@ -68,7 +68,9 @@ Test(topo, affinity_mask_limits_default_pool)
     CPU_SET(first, &one);
     cr_assert_eq(sched_setaffinity(0, sizeof(one), &one), 0);
     unsetenv("WEFT_NUM_THREADS");
-    /* topo is read once per process: this test runs in its own process. */
+    /* topo is read once per process: this test runs in its own process (both
+     * harnesses run each test in a fresh one), so no earlier test's view leaks
+     * in, and the 1-CPU view read here leaks into no later test. */
     weft_pool *pool;
     cr_assert_eq(weft_pool_create(&pool, NULL), 0);
     cr_assert_eq(weft_pool_threads(pool), 1);

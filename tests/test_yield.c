@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: MIT */
+/* weft_yield lets everything runnable run, work submitted from outside included
+ * (issue 15: three yielding tasks on one worker used to starve weft_run for 3 s). */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <time.h>
+
+#include "checks.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+struct spin {
+    weft_pool *pool;
+    _Atomic(int) flag;
+    _Atomic(int) started;
+    _Atomic(int) gave_up;
+    unsigned nspin;
+};
+
+/* Loops on weft_yield until the flag is set; gives up after a 20 s watchdog. */
+static int spinner(void *p)
+{
+    struct spin *c = p;
+    atomic_fetch_add(&c->started, 1);
+    double end = now_s() + 20.0;
+    while (!atomic_load_explicit(&c->flag, memory_order_acquire)) {
+        TCHECK(weft_yield() == 0);
+        if (now_s() > end) {
+            atomic_fetch_add(&c->gave_up, 1);
+            return 0;
+        }
+    }
+    return 0;
+}
+
+static int spin_body(weft_scope *s, void *p)
+{
+    struct spin *c = p;
+    for (unsigned i = 0; i < c->nspin; i++)
+        TCHECK(weft_spawn(s, spinner, c) == 0);
+    return 0;
+}
+
+static void *spin_thread(void *p)
+{
+    struct spin *c = p;
+    TCHECK(weft_scope_run(c->pool, spin_body, c) == 0);
+    return NULL;
+}
+
+static int set_flag(void *p)
+{
+    struct spin *c = p;
+    atomic_store_explicit(&c->flag, 1, memory_order_release);
+    return 0;
+}
+
+static int set_flag_body(weft_scope *s, void *p)
+{
+    return weft_spawn(s, set_flag, p);
+}
+
+static void starts_spinners(struct spin *c, pthread_t *t)
+{
+    cr_assert_eq(pthread_create(t, NULL, spin_thread, c), 0);
+    while (atomic_load(&c->started) < (int)c->nspin)
+        sched_yield();
+}
+
+/* Exactly the report's program: spinners fill every worker, an outside thread
+ * submits the task that ends them. */
+static void outside_submission(unsigned threads, bool through_scope)
+{
+    weft_pool *pool = mkpool(threads);
+    struct spin c = {.pool = pool, .nspin = threads + 2};
+    pthread_t t;
+    starts_spinners(&c, &t);
+    double t0 = now_s();
+    if (through_scope)
+        cr_assert_eq(weft_scope_run(pool, set_flag_body, &c), 0);
+    else
+        cr_assert_eq(weft_run(pool, set_flag, &c), 0);
+    double waited = now_s() - t0;
+    pthread_join(t, NULL);
+    ASSERT_NO_BAD();
+    cr_assert_eq(atomic_load(&c.gave_up), 0,
+                 "the outside submission waited %.3f s behind yielding tasks", waited);
+    cr_log_info("%u workers: the outside submission waited %.6f s", threads, waited);
+    weft_pool_destroy(pool);
+}
+
+Test(yield, outside_run_is_not_starved_1_worker) { outside_submission(1, false); }
+Test(yield, outside_run_is_not_starved_2_workers) { outside_submission(2, false); }
+Test(yield, outside_scope_is_not_starved_1_worker) { outside_submission(1, true); }
+Test(yield, outside_scope_is_not_starved_2_workers) { outside_submission(2, true); }
+
+static _Atomic(int) counted;
+
+static int count(void *p)
+{
+    (void)p;
+    atomic_fetch_add(&counted, 1);
+    return 0;
+}
+
+/* Yielders and injected work share one worker: a stream of outside submissions
+ * all run while the yielders keep yielding. */
+Test(yield, yielders_and_injected_work_share_a_worker)
+{
+    weft_pool *pool = mkpool(1);
+    struct spin c = {.pool = pool, .nspin = 8};
+    pthread_t t;
+    starts_spinners(&c, &t);
+    atomic_store(&counted, 0);
+    for (int i = 0; i < SCALED(2000); i++)
+        cr_assert_eq(weft_run(pool, count, NULL), 0);
+    cr_assert_eq(atomic_load(&counted), SCALED(2000));
+    cr_assert_eq(atomic_load(&c.gave_up), 0);
+    cr_assert_eq(weft_run(pool, set_flag, &c), 0);
+    pthread_join(t, NULL);
+    ASSERT_NO_BAD();
+    cr_assert_eq(atomic_load(&c.gave_up), 0);
+    weft_pool_destroy(pool);
+}
