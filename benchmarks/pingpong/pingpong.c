@@ -24,6 +24,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -258,28 +259,52 @@ static int run_impl(int impl, weft_pool *pool)
 /* Build (offline, cargo) and run the Tokio peer in dir; it prints its own RESULT lines.
  * The build goes to $CARGO_TARGET_DIR if set (meson sets it inside the build
  * directory), else dir/target. */
-static void run_tokio(const char *dir, int reps)
+static void run_tokio(const char *dir, int reps, double tk[][2])
 {
     const char *target = getenv("CARGO_TARGET_DIR");
-    char tdir[2048], cmd[8192];
+    char adir[PATH_MAX], cwd[PATH_MAX], tdir[2 * PATH_MAX + 16], cmd[8 * PATH_MAX];
+    if (!realpath(dir, adir) || !getcwd(cwd, sizeof(cwd))) {
+        printf("# tokio peer skipped: %s: %s\n", dir, strerror(errno));
+        return;
+    }
     if (target && *target)
-        snprintf(tdir, sizeof(tdir), "%s", target);
+        snprintf(tdir, sizeof(tdir), "%s%s%s", target[0] == '/' ? "" : cwd,
+                 target[0] == '/' ? "" : "/", target);
     else
-        snprintf(tdir, sizeof(tdir), "%s/target", dir);
+        snprintf(tdir, sizeof(tdir), "%s/target", adir);
     snprintf(cmd, sizeof(cmd),
-             "cd '%s' && CARGO_TARGET_DIR='%s' cargo build --release --offline -q "
-             ">'%s.log' 2>&1", dir, tdir, tdir);
+             "mkdir -p '%s' && cd '%s' && CARGO_TARGET_DIR='%s' nice -n 10 cargo build "
+             "--release --offline -q >'%s/cargo.log' 2>&1", tdir, adir, tdir, tdir);
     fflush(stdout);
     if (system(cmd) != 0) {
         printf("# tokio peer skipped: 'cargo build --release --offline' failed in %s (no "
                "cargo, or no Debian librust-tokio-dev in /usr/share/cargo/registry?): "
-               "see %s.log\n", dir, tdir);
+               "see %s/cargo.log\n", dir, tdir);
         return;
     }
     snprintf(cmd, sizeof(cmd), "'%s/release/weft-pingpong-tokio' %d %zu %zu", tdir, reps,
              pings, trips);
     fflush(stdout);
-    if (system(cmd) != 0)
+    FILE *f = popen(cmd, "r");
+    if (!f) {
+        printf("# tokio peer failed: %s\n", cmd);
+        return;
+    }
+    char line[512];
+    while (fgets(line, sizeof(line), f)) {
+        fputs(line, stdout);
+        char impl[64];
+        unsigned w;
+        double per;
+        const char *p = strstr(line, "impl=tokio_");
+        const char *q = strstr(line, "ns_per_op=");
+        if (p && q && sscanf(p, "impl=tokio_%63s workers=%u", impl, &w) == 2 &&
+            sscanf(q, "ns_per_op=%lf", &per) == 1 && w >= 1 && w <= 2)
+            for (int i = 0; i < NIMPL; i++)
+                if (strcmp(impl, impl_names[i]) == 0)
+                    tk[i][w - 1] = per;
+    }
+    if (pclose(f) != 0)
         printf("# tokio peer failed: %s\n", cmd);
 }
 
@@ -356,15 +381,26 @@ int main(int argc, char **argv)
                    med[i][w] / (double)n, reps);
         }
     }
+    double tk[NIMPL][2];
+    for (int i = 0; i < NIMPL; i++)
+        tk[i][0] = tk[i][1] = -1;
     if (tokio)
-        run_tokio(tokio, reps);
+        run_tokio(tokio, reps, tk);
     printf("\npingpong: ns per ping (ping_pong) or per round trip (round_trip), medians "
-           "of %d\n", reps);
-    printf("%-22s %12s %12s\n", "weft", "1 worker", "2 workers");
+           "of %d; vs tokio = weft time / Tokio time (< 1: weft faster)\n", reps);
+    printf("%-18s %10s %10s %9s %10s %10s %9s\n", "", "weft 1w", "tokio 1w", "vs tokio",
+           "weft 2w", "tokio 2w", "vs tokio");
     for (int i = 0; i < NIMPL; i++) {
         size_t n = i < RT_EVENT ? pings : trips;
-        printf("%-22s %12.1f %12.1f\n", impl_names[i], med[i][0] / (double)n,
-               med[i][1] / (double)n);
+        printf("%-18s", impl_names[i]);
+        for (int w = 0; w < 2; w++) {
+            double us = med[i][w] / (double)n;
+            if (tk[i][w] > 0)
+                printf(" %10.1f %10.1f %8.2fx", us, tk[i][w], us / tk[i][w]);
+            else
+                printf(" %10.1f %10s %9s", us, "-", "-");
+        }
+        printf("\n");
     }
     return 0;
 }
