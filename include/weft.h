@@ -366,6 +366,107 @@ WEFT_API int weft_posix_spawnp(pid_t *pid, const char *file,
 WEFT_API int weft_run_blocking(weft_fn fn, void *arg);
 
 /* ------------------------------------------------------------------------------
+ * Events and channels: waits that suspend the task, not the worker
+ *
+ * Inside a task a wait below suspends the task and its worker runs other work (so
+ * 100 tasks may wait on one channel on a 1-worker pool and a 101st task that feeds
+ * it still runs); outside any task it blocks the calling thread. Wakers may be on
+ * any thread. Built on lib/latch.c's protocol (lib/event.c, lib/chan.c).
+ * Cancellation: inside a task of a cancelled scope a wait below returns -ECANCELED
+ * without doing anything; a wait in flight when the task's scope is cancelled
+ * (weft_scope_cancel, a failed task) wakes and returns -ECANCELED. A wait that
+ * completed first keeps its result. A task may resume on another worker thread
+ * after any of these calls (see "I/O" above on thread-locals).
+ * ---------------------------------------------------------------------------- */
+
+#if !defined(__cplusplus) && !defined(__STDC_NO_ATOMICS__) && defined(__STDC_VERSION__) && \
+    __STDC_VERSION__ >= 201112L
+#define WEFT__ATOMIC(T) _Atomic(T)
+#else
+#define WEFT__ATOMIC(T) T /* the same layout; only the library touches the fields */
+#endif
+
+struct weft__waiter;
+
+/* A one-shot flag tasks can wait for, e.g. "module A is parsed". It may be embedded
+ * in any struct; all zero (static storage, memset, or WEFT_EVENT_INIT) is an unset
+ * event with no waiters, and no destroy call is needed (none exists). The fields
+ * are private to the library: never read or write them. */
+typedef struct weft_event {
+    WEFT__ATOMIC(unsigned) word_;     /* private: the set and lock bits */
+    struct weft__waiter *waiters_;    /* private */
+} weft_event;
+
+#define WEFT_EVENT_INIT { 0, 0 }
+
+/* Set e and wake every task and thread waiting on it. Setting a set event is a
+ * no-op. Everything done before the set is visible to a waiter after its wait
+ * returns 0. The set is the call's last access to e: a waiter may free the memory
+ * holding e as soon as its wait returns (or weft_event_is_set says true), even while
+ * this call still runs. NULL is a no-op. Thread context: any thread. */
+WEFT_API void weft_event_set(weft_event *e);
+
+/* Wait until e is set (at once if it is). Thread context: any thread; inside a task
+ * the task suspends, outside one the thread sleeps.
+ * Returns 0 once e is set, or:
+ *   -EINVAL     e is NULL;
+ *   -ECANCELED  the calling task's scope is (or, while it waits, gets) cancelled. */
+WEFT_API int  weft_event_wait(weft_event *e);
+
+/* Whether e is set (false for NULL). A true result orders as a wait that returned
+ * 0: the setter's work before the set is visible. Thread context: any thread. */
+WEFT_API bool weft_event_is_set(const weft_event *e);
+
+/* Make e unset again, for reuse. Only while nobody waits on e (a waiter must have
+ * returned from weft_event_wait first); NULL is a no-op. Thread context: any
+ * thread. */
+WEFT_API void weft_event_reset(weft_event *e);
+
+/* A bounded multi-producer multi-consumer FIFO queue of fixed-size elements (copied
+ * in and out by value), for pipelines with bounded memory: walker -> hasher -> writer.
+ * Elements come out in the order they went in (so each producer's elements stay in
+ * its order); waiting senders are served first-come first-served, and so are
+ * waiting receivers. Opaque. */
+typedef struct weft_chan weft_chan;
+
+/* Create a channel holding at most capacity elements of elem_size bytes.
+ * Thread context: any thread.
+ * Returns 0 and sets *c, or:
+ *   -EINVAL     c is NULL, capacity is 0 or elem_size is 0;
+ *   -EOVERFLOW  capacity x elem_size does not fit in a size_t;
+ *   -ENOMEM     out of memory. */
+WEFT_API int  weft_chan_create(weft_chan **c, size_t capacity, size_t elem_size);
+
+/* Free c (elements still inside are dropped). Only once nobody waits on it and no
+ * call on it can start any more; NULL is a no-op. Thread context: any thread. */
+WEFT_API void weft_chan_destroy(weft_chan *c);
+
+/* Copy elem_size bytes from elem into c; while c is full, wait (inside a task the
+ * task suspends, outside one the thread sleeps) until a receiver makes room.
+ * Thread context: any thread.
+ * Returns 0 once the element is in the channel, or (and then it is not):
+ *   -EINVAL     c or elem is NULL;
+ *   -EPIPE      c is closed, or was closed while this send waited;
+ *   -ECANCELED  the calling task's scope is (or, while it waits, gets) cancelled. */
+WEFT_API int  weft_chan_send(weft_chan *c, const void *elem);
+
+/* Take the oldest element of c into elem (elem_size bytes); while c is empty, wait
+ * (inside a task the task suspends, outside one the thread sleeps) until a sender
+ * puts one in. After weft_chan_close, the elements left are still handed out; then
+ * -EPIPE. Thread context: any thread.
+ * Returns 0 and fills elem, or (and then nothing was taken from c):
+ *   -EINVAL     c or elem is NULL;
+ *   -EPIPE      c is closed and empty;
+ *   -ECANCELED  the calling task's scope is (or, while it waits, gets) cancelled. */
+WEFT_API int  weft_chan_recv(weft_chan *c, void *elem);
+
+/* Close c: later sends return -EPIPE, senders waiting now wake with -EPIPE (their
+ * elements not sent), receivers get what is left and then -EPIPE (receivers
+ * waiting now on an empty channel wake with -EPIPE). Closing a closed channel is a
+ * no-op; NULL is a no-op. Thread context: any thread. */
+WEFT_API void weft_chan_close(weft_chan *c);
+
+/* ------------------------------------------------------------------------------
  * Observability
  * ---------------------------------------------------------------------------- */
 

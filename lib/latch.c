@@ -129,7 +129,9 @@ void weft__latch_set(struct weft__latch *l)
         return;
     case LATCH_TASK: {
         struct weft__wait *wt = (struct weft__wait *)(old & ~(uintptr_t)LATCH_MASK);
-        weft__ready(weft__current(), wt);
+        /* NULL hint: our queue if we are a worker of the waiter's pool, else its
+         * home worker's (an event set from another pool, tests/test_chan.c). */
+        weft__ready(NULL, wt);
         return;
     }
     default:

@@ -47,6 +47,7 @@
  */
 #define _GNU_SOURCE
 #include "reactor.h"
+#include "waitq.h"
 
 #include <errno.h>
 #include <sched.h>
@@ -70,6 +71,7 @@ struct weft_scope {
     _Atomic(bool) has_deadline;    /* weft_scope_deadline was called (relaxed: the
                                       scope's latch orders it before the end) */
     struct weft__deadline deadline; /* under the pool's timer lock (timer.c) */
+    struct weft__cwait *waits;     /* event and channel waits of its tasks (under mu) */
 };
 
 static void kids_lock(struct weft_scope *s)
@@ -109,6 +111,43 @@ static void scope_fail(struct weft_scope *s, int err)
     pthread_mutex_lock(&s->mu);
     for (struct weft__op *op = s->ops; op; op = op->snext)
         weft__op_cancel(op);
+    /* Event and channel waits (event.c): each cancel ends its wait, if a waker has
+     * not already; the waiter unregisters under mu, so cw is valid meanwhile. */
+    for (struct weft__cwait *cw = s->waits; cw; cw = cw->next)
+        cw->cancel(cw);
+    pthread_mutex_unlock(&s->mu);
+    kids_lock(s);
+    for (struct weft_scope *k = s->kids; k; k = k->knext)
+        scope_fail(k, -ECANCELED);
+    kids_unlock(s);
+}
+
+int weft__scope_wait_add(struct weft_scope *s, struct weft__cwait *cw)
+{
+    pthread_mutex_lock(&s->mu);
+    /* Relaxed: mu orders it against scope_fail's walk. */
+    if (atomic_load_explicit(&s->cancelled, memory_order_relaxed)) {
+        pthread_mutex_unlock(&s->mu);
+        return -ECANCELED;
+    }
+    cw->prev = NULL;
+    cw->next = s->waits;
+    if (s->waits)
+        s->waits->prev = cw;
+    s->waits = cw;
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+void weft__scope_wait_del(struct weft_scope *s, struct weft__cwait *cw)
+{
+    pthread_mutex_lock(&s->mu);
+    if (cw->prev)
+        cw->prev->next = cw->next;
+    else
+        s->waits = cw->next;
+    if (cw->next)
+        cw->next->prev = cw->prev;
     pthread_mutex_unlock(&s->mu);
     kids_lock(s);
     for (struct weft_scope *k = s->kids; k; k = k->knext)

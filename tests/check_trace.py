@@ -44,7 +44,7 @@ def main():
         doc = json.loads(f.read(), parse_float=decimal.Decimal)
     if not isinstance(doc, dict) or doc.get("displayTimeUnit") != "ns" \
             or not isinstance(doc.get("traceEvents"), list):
-        print("FAIL: not {\"traceEvents\":[...],\"displayTimeUnit\":\"ns\"}")
+        print("FAIL: not {\"traceEvents\":[...],\"displayTimeUnit\":\"ns\"}", file=sys.stderr)
         return 1
     events = doc["traceEvents"]
 
@@ -132,11 +132,12 @@ def main():
         bad.append("unexpected weft_trace_truncated event")
 
     for b in bad[:20]:
-        print("FAIL:", b)
+        print("FAIL:", b, file=sys.stderr)
     if not bad:
         print("ok: %d events, %d threads, %d slices, %d flows, %d waits%s"
               % (len(events), len(thread_names), sum(len(s) for s in slices.values()),
-                 len(flows), len(waits), ", truncated" if truncated else ""))
+                 len(flows), len(waits), ", truncated" if truncated else ""),
+              file=sys.stderr)  # stderr: the suites' stdout is TAP
     return 1 if bad else 0
 
 
