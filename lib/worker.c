@@ -180,6 +180,7 @@ struct weft__job *weft__find_work(struct weft__worker *w, const struct weft__lat
                                   int64_t floor)
 {
     struct weft__job *job;
+    WEFT_ASSERT(!w->searching); /* the early returns below do not stop searching */
     if (w->io && (++w->tick >= IO_EVERY || weft__io_pending(w))) {
         w->tick = 0;
         weft__io_poll(w, false);
