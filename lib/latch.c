@@ -199,6 +199,24 @@ static void wait_helping(struct weft__worker *w, struct weft__latch *l, int64_t 
             }
         }
 #endif
+#ifdef WEFT_HAVE_FIBERS
+        if (floor != INT64_MIN &&
+            atomic_load_explicit(&w->dq.bottom, memory_order_relaxed) <= floor &&
+            weft__deque_looks_nonempty(&w->dq)) {
+            /* Jobs on our deque, all below the floor: not ours to run on top of this
+             * wait (they belong to frames under it), but nothing else here may run
+             * them either while we help elsewhere or park. Worse, one can be new: a
+             * job we ran suspended, other fibers popped below the floor meanwhile,
+             * and it resumed here and spawned into the deque's now lower part (the
+             * one-worker hang tests/test_chaos.c found). So wait suspended, and let
+             * a fresh loop fiber, which has no floor, run them. */
+            struct weft__fiber *to = weft__loop_fiber(w);
+            if (to) {
+                suspend_on(w, to, l);
+                return;
+            }
+        }
+#endif
         struct weft__job *job = weft__find_work(w, l, floor);
         if (job) {
 #ifdef WEFT_HAVE_FIBERS
