@@ -45,9 +45,15 @@ static int run_child(const char *self, struct wt_test *t, char *out, size_t outs
     posix_spawn_file_actions_adddup2(&fa, fds[1], STDOUT_FILENO);
     posix_spawn_file_actions_addclose(&fa, fds[0]);
     posix_spawn_file_actions_addclose(&fa, fds[1]);
+    /* WT_RUNNER: a program that runs this one (qemu-user for a cross build, where
+     * the host cannot exec the binary itself: tests/cross/aarch64.sh). */
+    const char *runner = getenv("WT_RUNNER");
     char *argv[] = {(char *)self, (char *)t->name, NULL};
+    char *rargv[] = {(char *)runner, (char *)self, (char *)t->name, NULL};
     pid_t pid;
-    int err = posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, environ);
+    int err = runner && *runner
+                  ? posix_spawnp(&pid, runner, &fa, NULL, rargv, environ)
+                  : posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     close(fds[1]);
     if (err) {

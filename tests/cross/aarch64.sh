@@ -56,7 +56,7 @@ echo "==> $cc: $out/test_fiber" >&2
 
 echo "==> $qemu $out/test_fiber $*" >&2
 status=0
-"$qemu" "$out/test_fiber" "$@" || status=$?
+WT_RUNNER="$qemu" "$qemu" "$out/test_fiber" "$@" || status=$?
 case $status in
     0 | 77) exit $status ;;
     *) echo "FAILED (status $status)" >&2; exit 1 ;;
