@@ -187,6 +187,9 @@ static void wait_helping(struct weft__worker *w, struct weft__latch *l, int64_t 
 {
     struct weft__worker *home = w;
     for (;;) {
+        /* Finishes deferred here may be the last ones of the scope we wait for
+         * (scope.c): hand them in before deciding anything. */
+        weft__acct_flush(w);
         if (weft__latch_is_set(l))
             return;
 #ifdef WEFT_HAVE_FIBERS

@@ -211,6 +211,12 @@ struct weft__job *weft__find_work(struct weft__worker *w, const struct weft__lat
      * have whatever is private (deque.c). */
     weft__deque_publish(&w->dq);
     weft__acct_flush(w); /* and hand in deferred finishes (scope.c) */
+    /* That may have set what we wait for (the last tasks of a scope we help were
+     * ours): then return before searching, whose start and end touch the parking
+     * word and, as the last searcher beside sleepers, run the heavy barrier (a scope
+     * per node on 2 workers ran 10x slower that way: benchmarks/kernels nqueens). */
+    if (weft__latch_is_set(until))
+        return NULL;
     weft__start_searching(w);
     for (;;) {
         for (unsigned round = 0; round < SPIN_ROUNDS + YIELD_ROUNDS; round++) {
