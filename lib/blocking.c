@@ -53,6 +53,7 @@ struct weft__blocking {
     pthread_cond_t cv;
     struct weft__op *q_head, *q_tail;     /* syscalls to run, FIFO */
     unsigned nthreads, nidle, max_threads;
+    unsigned nqueued;                     /* ops on the queue (under mu) */
     pthread_t *threads;
     bool stop;
     /* Poller: operations waiting for readiness or a deadline (its own list). */
@@ -222,7 +223,11 @@ static void enqueue_locked(struct weft__blocking *b, struct weft__op *op)
     else
         b->q_head = op;
     b->q_tail = op;
-    if (b->nidle == 0 && b->nthreads < b->max_threads &&
+    /* More queued than idle threads: start one. Not "no thread idle": a thread
+     * signalled for an earlier op counts as idle until it runs, so two ops queued
+     * back to back would leave the second without a thread (a deadlock when the
+     * running calls wait for it: tests/test_proc.c under WEFT_SCHED=random). */
+    if (++b->nqueued > b->nidle && b->nthreads < b->max_threads &&
         !WEFT__FAULT("thread.blocking") &&
         pthread_create(&b->threads[b->nthreads], NULL, bthread_main, b) == 0)
         b->nthreads++;
@@ -259,6 +264,7 @@ static void *bthread_main(void *arg)
         b->q_head = op->bnext;
         if (!b->q_head)
             b->q_tail = NULL;
+        b->nqueued--;
         op->bstate = BS_RUNNING;
         pthread_mutex_unlock(&b->mu);
         bool polled = op->flags & (int)0x40000000; /* see weft__blocking_run */
@@ -526,6 +532,7 @@ void weft__blocking_cancel(weft_pool *pool, struct weft__op *op)
                 *pp = op->bnext;
                 if (b->q_tail == op)
                     b->q_tail = prev;
+                b->nqueued--;
                 break;
             }
         op->bstate = BS_DONE;

@@ -224,7 +224,7 @@ static void steady_state(unsigned threads)
     size_t bound = (size_t)SCALED(TASKS) + threads * (WEFT__FRAMES_LOCAL_MAX + 2 * WEFT__FRAMES_SLAB);
     cr_assert_leq((size_t)m.slabs_after * WEFT__FRAMES_SLAB, bound, "%u slabs for %d in flight",
                   m.slabs_after, SCALED(TASKS));
-    cr_assert_eq(m.allocs, extra, "warm rounds made %ld allocation calls on workers for %u slabs",
+    cr_assert_leq(m.allocs, (long)extra, "warm rounds made %ld allocation calls on workers for %u slabs",
                  m.allocs, extra);
     weft_pool_destroy(pool);
 }
