@@ -244,6 +244,7 @@ void weft__park(struct weft__worker *w, const struct weft__latch *until)
                 return;
             }
         }
+        leave_idle(w); /* a stale wake: see below */
         WEFT__COUNT(w, wakeups);
         weft__obs_park_end(w);
         return;
@@ -251,10 +252,15 @@ void weft__park(struct weft__worker *w, const struct weft__latch *until)
     /* Acquire: pairs with the release store in wake_word(). */
     while (atomic_load_explicit(&w->wake, memory_order_acquire) == 0)
         weft__futex_wait(&w->wake, 0);
+    /* The wake may be stale: a waker takes us off the idle stack under idle_mu and
+     * stores the wake word after unlocking, so its store can land after we left
+     * this park another way (a completion) and entered the next one, which then
+     * sees 1 while we are still on the idle stack, counted asleep and not
+     * searching (tests/test_chaos.c under TSan hit the assertion below). So leave
+     * the idle stack ourselves if we are still on it; under idle_mu, which also
+     * makes the read of searching race-free. */
+    leave_idle(w);
     WEFT__COUNT(w, wakeups);
     weft__obs_park_end(w);
-    /* searching was set by whoever woke us, under idle_mu; taking the lock here
-     * would be the only way to see it race-free, and the store-release above
-     * already orders it before the wake. */
     WEFT_ASSERT(w->searching);
 }
