@@ -50,7 +50,7 @@ WEFT_API int weft__join_finish(struct weft__worker *w, struct weft__job *job, in
 
 /* weft_join out of line, for the library's own callers (the loops), which cannot
  * use the inline one from inside the library build. */
-int weft__join_fenced(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
+int weft__join_lib(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
 {
     struct weft__worker *w = weft__self;
     if (!w || !a || !b)

@@ -227,7 +227,7 @@ static int process(struct loop *l, size_t lo, size_t hi)
             (hungry(w) || (waited && !weft__deque_looks_nonempty(&w->dq)))) {
             size_t mid = lo + (hi - lo) / 2;
             struct part a = {l, lo, mid}, b = {l, mid, hi};
-            return weft__join_fenced(part_run, &a, part_run, &b);
+            return weft__join_lib(part_run, &a, part_run, &b);
         }
         size_t len = chunk < grain ? chunk : grain;
         if (len > hi - lo)

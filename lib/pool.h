@@ -248,9 +248,9 @@ void weft__futex_wait(_Atomic(uint32_t) *word, uint32_t val);
 void weft__futex_wake(_Atomic(uint32_t) *word, int n);
 
 /* join.c */
-/* weft_join whose pop fences, so that its steals need no membarrier: for callers
- * that split rarely and lose splits often (the loops). */
-int weft__join_fenced(weft_fn a, void *arg_a, weft_fn b, void *arg_b);
+/* weft_join out of line, for the library's own callers (the loops): the inline one
+ * in weft.h is not compiled into the library. */
+int weft__join_lib(weft_fn a, void *arg_a, weft_fn b, void *arg_b);
 
 /* latch.c: the one wait/wake protocol (its top comment has the state table). A latch
  * is set once, by one setter, and has at most one waiter at a time. */
