@@ -45,13 +45,16 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The queue of syscalls to run (list.h), through bnext. */
+WEFT__FIFO_DEFINE(op_fifo, struct weft__op, bnext)
+
 enum { BS_QUEUED = 1, BS_WAITING, BS_RUNNING, BS_DONE };
 
 struct weft__blocking {
     weft_pool *pool;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct weft__op *q_head, *q_tail;     /* syscalls to run, FIFO */
+    struct op_fifo queue;                 /* syscalls to run */
     unsigned nthreads, nidle, max_threads;
     unsigned nqueued;                     /* ops on the queue (under mu) */
     pthread_t *threads;
@@ -217,12 +220,7 @@ static void *poller_main(void *arg);
 static void enqueue_locked(struct weft__blocking *b, struct weft__op *op)
 {
     op->bstate = BS_QUEUED;
-    op->bnext = NULL;
-    if (b->q_tail)
-        b->q_tail->bnext = op;
-    else
-        b->q_head = op;
-    b->q_tail = op;
+    op_fifo_push(&b->queue, op);
     /* More queued than idle threads: start one. Not "no thread idle": a thread
      * signalled for an earlier op counts as idle until it runs, so two ops queued
      * back to back would leave the second without a thread (a deadlock when the
@@ -253,17 +251,14 @@ static void *bthread_main(void *arg)
     pthread_setname_np(pthread_self(), "weft-blocking");
     pthread_mutex_lock(&b->mu);
     for (;;) {
-        while (!b->q_head && !b->stop) {
+        while (op_fifo_empty(&b->queue) && !b->stop) {
             b->nidle++;
             pthread_cond_wait(&b->cv, &b->mu);
             b->nidle--;
         }
         if (b->stop)
             break;
-        struct weft__op *op = b->q_head;
-        b->q_head = op->bnext;
-        if (!b->q_head)
-            b->q_tail = NULL;
+        struct weft__op *op = op_fifo_pop(&b->queue);
         b->nqueued--;
         op->bstate = BS_RUNNING;
         pthread_mutex_unlock(&b->mu);
@@ -526,15 +521,8 @@ void weft__blocking_cancel(weft_pool *pool, struct weft__op *op)
     struct weft__blocking *b = pool->blocking;
     pthread_mutex_lock(&b->mu);
     if (op->bstate == BS_QUEUED) {
-        struct weft__op **pp = &b->q_head, *prev = NULL;
-        for (; *pp; prev = *pp, pp = &(*pp)->bnext)
-            if (*pp == op) {
-                *pp = op->bnext;
-                if (b->q_tail == op)
-                    b->q_tail = prev;
-                b->nqueued--;
-                break;
-            }
+        if (op_fifo_remove(&b->queue, op))
+            b->nqueued--;
         op->bstate = BS_DONE;
         pthread_mutex_unlock(&b->mu);
         complete(op, -ECANCELED);

@@ -78,6 +78,7 @@
 #include "fiber.h"
 #include "debug.h"
 #include "fault.h"
+#include "list.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -105,6 +106,9 @@
 /* ------------------------------------------------------------------------------
  * Stack cache
  * ---------------------------------------------------------------------------- */
+
+/* Every stack of a cache (list.h), under its mu. */
+WEFT__DLIST_DEFINE(stack_list, struct weft__stack, prev, next)
 
 int weft__stack_cache_init(struct weft__stack_cache *c, size_t stack_size,
                            size_t max_free)
@@ -187,10 +191,7 @@ int weft__stack_get(struct weft__stack_cache *c, struct weft__stack **out)
 #endif
 
     pthread_mutex_lock(&c->mu);
-    s->next = c->all;
-    if (c->all)
-        c->all->prev = s;
-    c->all = s;
+    stack_list_insert(&c->all, NULL, s);
     c->total++;
     pthread_mutex_unlock(&c->mu);
     *out = s;
@@ -211,12 +212,7 @@ void weft__stack_put(struct weft__stack_cache *c, struct weft__stack *s)
         pthread_mutex_unlock(&c->mu);
         return;
     }
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        c->all = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
+    stack_list_remove(&c->all, NULL, s);
     c->total--;
     pthread_mutex_unlock(&c->mu);
     stack_unmap(c, s);

@@ -112,6 +112,9 @@ struct js_slot {
     _Atomic(uint32_t) wake;          /* futex word of a waiter */
 };
 
+/* The waiter list (list.h), FIFO, under B.mu. */
+WEFT__DLIST_DEFINE(waiter_list, struct js_slot, wprev, wnext)
+
 struct weft__js {
     unsigned n;
     struct js_slot slot[];
@@ -361,14 +364,7 @@ static void expire_locked(uint64_t now)
 
 static void delist_locked(struct js_slot *s)
 {
-    if (s->wprev)
-        s->wprev->wnext = s->wnext;
-    else
-        B.whead = s->wnext;
-    if (s->wnext)
-        s->wnext->wprev = s->wprev;
-    else
-        B.wtail = s->wprev;
+    waiter_list_remove(&B.whead, &B.wtail, s);
     s->wprev = s->wnext = NULL;
     s->waiting = false;
 }
@@ -474,13 +470,7 @@ static void acquire(weft_pool *pool, struct js_slot *s)
         }
         atomic_store_explicit(&s->wake, 0, memory_order_relaxed);
         s->waiting = true;
-        s->wnext = NULL;
-        s->wprev = B.wtail;
-        if (B.wtail)
-            B.wtail->wnext = s;
-        else
-            B.whead = s;
-        B.wtail = s;
+        waiter_list_append(&B.whead, &B.wtail, s);
         bool kick = !B.watching && !B.rfd_dead && !B.closed;
         pthread_mutex_unlock(&B.mu);
         if (kick)

@@ -12,6 +12,7 @@
 #include "weft.h"
 #include "debug.h"
 #include "deque.h"
+#include "list.h"
 #include "noise.h"
 #include "stats.h"
 #include "topo.h"
@@ -22,6 +23,9 @@
 /* Fresh loop fibers a worker keeps for its next suspensions (sched.c). So an idle
  * worker holds at most 1 + WEFT__SPARE_FIBERS stacks. */
 #define WEFT__SPARE_FIBERS 8
+
+/* The job queues (the injector, ready and yield queues): FIFO through job.next. */
+WEFT__FIFO_DEFINE(weft__jobq, struct weft__job, next)
 
 struct weft__io;      /* uring.c: a worker's ring */
 struct weft__blocking; /* blocking.c: the fallback backend's threads */
@@ -98,8 +102,8 @@ struct weft__worker {
      * pushes; the owner pops first, thieves too. ready_len for a lock-free look.
      * ready_lock: a spinlock (sched.c says why). */
     alignas(64) _Atomic(uint32_t) ready_lock;
-    struct weft__job *ready_head, *ready_tail;
-    struct weft__job *yield_head, *yield_tail;  /* tasks that called weft_yield */
+    struct weft__jobq ready;
+    struct weft__jobq yielded;      /* tasks that called weft_yield */
     _Atomic(size_t) ready_len, yield_len;
     alignas(64) struct weft__counters stats;
     alignas(64) struct weft__wstats wstats; /* busy/idle time, latency (stats.c) */
@@ -118,7 +122,7 @@ struct weft_pool {
 
     /* Injector: jobs from threads that are not workers of this pool. */
     alignas(64) pthread_mutex_t inj_mu;
-    struct weft__job *inj_head, *inj_tail;
+    struct weft__jobq inj;
     _Atomic(size_t) inj_len;
 
     alignas(64) struct weft__latch stop;  /* set: workers leave their loop */

@@ -76,16 +76,11 @@ static inline void rq_unlock(struct weft__worker *w)
     atomic_store_explicit(&w->ready_lock, 0, memory_order_release);
 }
 
-static void queue_push(struct weft__worker *w, struct weft__job **head,
-                       struct weft__job **tail, _Atomic(size_t) *len, struct weft__wait *wt)
+static void queue_push(struct weft__worker *w, struct weft__jobq *q, _Atomic(size_t) *len,
+                       struct weft__wait *wt)
 {
-    wt->job.next = NULL;
     rq_lock(w);
-    if (*tail)
-        (*tail)->next = &wt->job;
-    else
-        *head = &wt->job;
-    *tail = &wt->job;
+    weft__jobq_push(q, &wt->job);
     /* Relaxed: written under the lock; read without it only as a hint (and by
      * parkers, ordered by the protocol below). */
     atomic_store_explicit(len, atomic_load_explicit(len, memory_order_relaxed) + 1,
@@ -107,32 +102,28 @@ static void queue_push(struct weft__worker *w, struct weft__job **head,
     weft__notify_work(w->pool);
 }
 
-static struct weft__job *queue_pop(struct weft__worker *w, struct weft__job **head,
-                                   struct weft__job **tail, _Atomic(size_t) *len)
+static struct weft__job *queue_pop(struct weft__worker *w, struct weft__jobq *q,
+                                   _Atomic(size_t) *len)
 {
     if (atomic_load_explicit(len, memory_order_relaxed) == 0)
         return NULL;
     rq_lock(w);
-    struct weft__job *j = *head;
-    if (j) {
-        *head = j->next;
-        if (!*head)
-            *tail = NULL;
+    struct weft__job *j = weft__jobq_pop(q);
+    if (j)
         atomic_store_explicit(len, atomic_load_explicit(len, memory_order_relaxed) - 1,
                               memory_order_relaxed);
-    }
     rq_unlock(w);
     return j ? (struct weft__job *)((uintptr_t)j | WEFT__RESUME_TAG) : NULL;
 }
 
 void weft__ready_push(struct weft__worker *w, struct weft__wait *wt)
 {
-    queue_push(w, &w->ready_head, &w->ready_tail, &w->ready_len, wt);
+    queue_push(w, &w->ready, &w->ready_len, wt);
 }
 
 struct weft__job *weft__ready_pop(struct weft__worker *w)
 {
-    return queue_pop(w, &w->ready_head, &w->ready_tail, &w->ready_len);
+    return queue_pop(w, &w->ready, &w->ready_len);
 }
 
 /* Yielded tasks wait behind the deque, so that a task spinning on weft_yield lets
@@ -147,7 +138,7 @@ bool weft__yield_first(struct weft__worker *w)
 
 struct weft__job *weft__yield_pop(struct weft__worker *w)
 {
-    return queue_pop(w, &w->yield_head, &w->yield_tail, &w->yield_len);
+    return queue_pop(w, &w->yielded, &w->yield_len);
 }
 
 static struct weft__wait *wait_of(struct weft__job *resume)
@@ -331,7 +322,7 @@ int weft__suspend(struct weft__wait *wt, weft__after_fn after, void *arg)
 static void after_yield(struct weft__worker *w, struct weft__wait *wt, void *arg)
 {
     (void)arg;
-    queue_push(w, &w->yield_head, &w->yield_tail, &w->yield_len, wt);
+    queue_push(w, &w->yielded, &w->yield_len, wt);
 }
 
 bool weft__yield(void)

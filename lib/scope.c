@@ -62,7 +62,7 @@ struct weft_scope {
     struct weft__latch done;
     pthread_mutex_t mu;            /* limited scopes only: running, deferred */
     unsigned running;
-    struct weft__job *deferred_head, *deferred_tail;
+    struct weft__jobq deferred;    /* frames over the limit, FIFO (under mu) */
     struct weft__op *ops;          /* in-flight I/O of its tasks (under mu; io.c) */
     struct weft_scope *parent;     /* scope of the task that opened it, or NULL */
     _Atomic(uint32_t) klock;       /* spinlock: kids and their links */
@@ -73,6 +73,11 @@ struct weft_scope {
     struct weft__deadline deadline; /* under the pool's timer lock (timer.c) */
     struct weft__cwait *waits;     /* event and channel waits of its tasks (under mu) */
 };
+
+/* The scope's lists (list.h): in-flight I/O and waits under mu, kids under klock. */
+WEFT__DLIST_DEFINE(op_list, struct weft__op, sprev, snext)
+WEFT__DLIST_DEFINE(wait_list, struct weft__cwait, prev, next)
+WEFT__DLIST_DEFINE(kid_list, struct weft_scope, kprev, knext)
 
 static void kids_lock(struct weft_scope *s)
 {
@@ -130,11 +135,7 @@ int weft__scope_wait_add(struct weft_scope *s, struct weft__cwait *cw)
         pthread_mutex_unlock(&s->mu);
         return -ECANCELED;
     }
-    cw->prev = NULL;
-    cw->next = s->waits;
-    if (s->waits)
-        s->waits->prev = cw;
-    s->waits = cw;
+    wait_list_insert(&s->waits, NULL, cw);
     pthread_mutex_unlock(&s->mu);
     return 0;
 }
@@ -142,12 +143,7 @@ int weft__scope_wait_add(struct weft_scope *s, struct weft__cwait *cw)
 void weft__scope_wait_del(struct weft_scope *s, struct weft__cwait *cw)
 {
     pthread_mutex_lock(&s->mu);
-    if (cw->prev)
-        cw->prev->next = cw->next;
-    else
-        s->waits = cw->next;
-    if (cw->next)
-        cw->next->prev = cw->prev;
+    wait_list_remove(&s->waits, NULL, cw);
     pthread_mutex_unlock(&s->mu);
     kids_lock(s);
     for (struct weft_scope *k = s->kids; k; k = k->knext)
@@ -171,11 +167,7 @@ static int link_kid(struct weft_scope *p, struct weft_scope *s)
         return -ECANCELED;
     }
     s->parent = p;
-    s->kprev = NULL;
-    s->knext = p->kids;
-    if (p->kids)
-        p->kids->kprev = s;
-    p->kids = s;
+    kid_list_insert(&p->kids, NULL, s);
     kids_unlock(p);
     return 0;
 }
@@ -184,12 +176,7 @@ static void unlink_kid(struct weft_scope *s)
 {
     struct weft_scope *p = s->parent;
     kids_lock(p);
-    if (s->kprev)
-        s->kprev->knext = s->knext;
-    else
-        p->kids = s->knext;
-    if (s->knext)
-        s->knext->kprev = s->kprev;
+    kid_list_remove(&p->kids, NULL, s);
     kids_unlock(p);
 }
 
@@ -201,11 +188,7 @@ int weft__scope_op_add(struct weft_scope *s, struct weft__op *op)
         pthread_mutex_unlock(&s->mu);
         return -ECANCELED;
     }
-    op->sprev = NULL;
-    op->snext = s->ops;
-    if (s->ops)
-        s->ops->sprev = op;
-    s->ops = op;
+    op_list_insert(&s->ops, NULL, op);
     pthread_mutex_unlock(&s->mu);
     return 0;
 }
@@ -213,12 +196,7 @@ int weft__scope_op_add(struct weft_scope *s, struct weft__op *op)
 void weft__scope_op_del(struct weft_scope *s, struct weft__op *op)
 {
     pthread_mutex_lock(&s->mu);
-    if (op->sprev)
-        op->sprev->snext = op->snext;
-    else
-        s->ops = op->snext;
-    if (op->snext)
-        op->snext->sprev = op->sprev;
+    op_list_remove(&s->ops, NULL, op);
     weft__uring_unqueue(op);
     pthread_mutex_unlock(&s->mu);
 }
@@ -367,12 +345,7 @@ void weft__run_frame(struct weft__worker *w, struct weft__job *f)
     if (limit && f->result != ADMITTED) {
         pthread_mutex_lock(&s->mu);
         if (s->running >= limit) {
-            f->next = NULL;
-            if (s->deferred_tail)
-                s->deferred_tail->next = f;
-            else
-                s->deferred_head = f;
-            s->deferred_tail = f;
+            weft__jobq_push(&s->deferred, f);
             pthread_mutex_unlock(&s->mu);
             return;
         }
@@ -395,13 +368,8 @@ void weft__run_frame(struct weft__worker *w, struct weft__job *f)
     if (limit) {
         pthread_mutex_lock(&s->mu);
         s->running--;
-        if (s->deferred_head) {
-            next = s->deferred_head;
-            s->deferred_head = next->next;
-            if (!s->deferred_head)
-                s->deferred_tail = NULL;
+        if ((next = weft__jobq_pop(&s->deferred)))
             s->running++;
-        }
         pthread_mutex_unlock(&s->mu);
     }
     weft__frame_put(pool, w, f);

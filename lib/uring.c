@@ -79,6 +79,9 @@ struct weft__io {
     unsigned nfree_slot;
 };
 
+/* The cancel inbox (list.h), under cmu. */
+WEFT__DLIST_DEFINE(cancel_list, struct weft__op, cprev, cnext)
+
 /* The kernel has IORING_OP_MSG_RING. Relaxed: every pool stores the same answer. */
 static _Atomic(bool) msg_ring_ok;
 
@@ -416,11 +419,7 @@ void weft__uring_cancel(struct weft__op *op)
     pthread_mutex_lock(&io->cmu);
     if (!op->cancel_queued) {
         op->cancel_queued = true;
-        op->cprev = NULL;
-        op->cnext = io->cancel_head;
-        if (io->cancel_head)
-            io->cancel_head->cprev = op;
-        io->cancel_head = op;
+        cancel_list_insert(&io->cancel_head, NULL, op);
     }
     /* Relaxed: the owner reads the inbox under cmu. */
     atomic_store_explicit(&io->cancel_any, true, memory_order_relaxed);
@@ -437,12 +436,7 @@ void weft__uring_unqueue(struct weft__op *op)
         return;
     pthread_mutex_lock(&io->cmu);
     if (op->cancel_queued) {
-        if (op->cprev)
-            op->cprev->cnext = op->cnext;
-        else
-            io->cancel_head = op->cnext;
-        if (op->cnext)
-            op->cnext->cprev = op->cprev;
+        cancel_list_remove(&io->cancel_head, NULL, op);
         op->cancel_queued = false;
     }
     pthread_mutex_unlock(&io->cmu);

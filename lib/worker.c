@@ -36,13 +36,8 @@ static inline uint64_t rng_next(struct weft__worker *w)
 
 void weft__inject(weft_pool *pool, struct weft__job *job)
 {
-    job->next = NULL;
     pthread_mutex_lock(&pool->inj_mu);
-    if (pool->inj_tail)
-        pool->inj_tail->next = job;
-    else
-        pool->inj_head = job;
-    pool->inj_tail = job;
+    weft__jobq_push(&pool->inj, job);
     atomic_store_explicit(&pool->inj_len,
                           atomic_load_explicit(&pool->inj_len, memory_order_relaxed) + 1,
                           memory_order_relaxed);
@@ -58,13 +53,10 @@ struct weft__job *weft__inject_pop(weft_pool *pool)
     if (atomic_load_explicit(&pool->inj_len, memory_order_relaxed) == 0)
         return NULL;
     pthread_mutex_lock(&pool->inj_mu);
-    struct weft__job *job = pool->inj_head;
+    struct weft__job *job = weft__jobq_pop(&pool->inj);
     struct weft__job *ret = NULL;
     if (job) {
         ret = job->scope ? weft__tag_frame(job) : job;
-        pool->inj_head = job->next;
-        if (!pool->inj_head)
-            pool->inj_tail = NULL;
         atomic_store_explicit(&pool->inj_len,
                               atomic_load_explicit(&pool->inj_len, memory_order_relaxed) - 1,
                               memory_order_relaxed);
