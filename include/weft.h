@@ -637,6 +637,20 @@ WEFT_API struct weft__worker *weft__self_get(void);
 /* The deque is the first member of struct weft__worker. */
 #define WEFT__DQ(w) ((struct weft__deque *)(void *)(w))
 
+/* After the owner's push onto its deque or ready queue (a join's job here, a
+ * spawned frame, a task readied on its own worker): look at the poke. StoreLoad
+ * between the push's stores and the poke load, on the parker's side only: the
+ * compiler-only fence pairs with the membarrier() a parking worker runs after
+ * poking every deque, before its last look (lib/park.c). A poke seen means a worker
+ * went to sleep with nobody left searching: weft__push_poked wakes one if still so. */
+static inline void weft__after_push(struct weft__worker *w)
+{
+    atomic_signal_fence(memory_order_seq_cst);
+    if (__builtin_expect(atomic_load_explicit(&WEFT__DQ(w)->poke, memory_order_relaxed) != 0,
+                         0))
+        weft__push_poked(w);
+}
+
 static inline int weft_join(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
 {
     struct weft__worker *w = weft__self;
@@ -668,11 +682,7 @@ static inline int weft_join(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
         /* Release: publishes the slots and the jobs' fields up to i; pairs with the
          * acquire load of split in weft__deque_steal(). */
         atomic_store_explicit(&dq->split, i + 1, memory_order_release);
-    /* StoreLoad between the bottom/split stores and the poke load: pairs with the
-     * membarrier() a worker runs after poking, before its last look (park.c). */
-    atomic_signal_fence(memory_order_seq_cst);
-    if (__builtin_expect(atomic_load_explicit(&dq->poke, memory_order_relaxed) != 0, 0))
-        weft__push_poked(w);
+    weft__after_push(w); /* the bottom/split stores vs the poke load */
 
     int ra = a(arg_a);
 

@@ -65,10 +65,7 @@ int weft__join_lib(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
         int ra = a(arg_a), rb = b(arg_b);
         return ra ? ra : rb;
     }
-    /* As in weft_join: StoreLoad between the bottom store and the poke load. */
-    atomic_signal_fence(memory_order_seq_cst);
-    if (WEFT_UNLIKELY(atomic_load_explicit(&w->dq.poke, memory_order_relaxed) != 0))
-        weft__push_poked(w);
+    weft__after_push(w); /* as in weft_join */
     int ra = a(arg_a);
     w = weft__current();
     struct weft__deque *dq = &w->dq;

@@ -87,12 +87,7 @@ static void queue_push(struct weft__worker *w, struct weft__jobq *q, _Atomic(siz
                           memory_order_relaxed);
     rq_unlock(w);
     if (w == weft__current()) {
-        /* The owner: as a deque push (weft.h). StoreLoad between the length store
-         * and the poke load, on the parker's side only: pairs with the membarrier()
-         * a parking worker runs after poking, before its last look. */
-        atomic_signal_fence(memory_order_seq_cst);
-        if (WEFT_UNLIKELY(atomic_load_explicit(&w->dq.poke, memory_order_relaxed) != 0))
-            weft__push_poked(w);
+        weft__after_push(w); /* the owner: as a deque push, for the length store */
         return;
     }
     /* Another thread: StoreLoad between the queue's length and the parking word;

@@ -228,11 +228,7 @@ static int push_frame(weft_pool *pool, struct weft__worker *w, struct weft__job 
     int err = weft__deque_push(&w->dq, weft__tag_frame(f), true);
     if (err)
         return err;
-    /* As in weft_join: StoreLoad between the bottom store and the poke load pairs
-     * with the membarrier() of a parking worker (park.c). */
-    atomic_signal_fence(memory_order_seq_cst);
-    if (WEFT_UNLIKELY(atomic_load_explicit(&w->dq.poke, memory_order_relaxed) != 0))
-        weft__push_poked(w);
+    weft__after_push(w); /* as in weft_join (weft.h) */
     return 0;
 }
 
