@@ -197,7 +197,7 @@ static void complete(struct weft__op *op, int64_t res)
     op->res = res;
     op->bstate = BS_DONE;
     /* The ready queue's lock publishes res to whoever resumes the task. */
-    weft__ready(op->w, &op->wait);
+    weft__runq_ready(op->w, &op->wait);
 }
 
 static void poller_wake(struct weft__blocking *b)

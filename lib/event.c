@@ -4,7 +4,7 @@
  *
  * A waiter never spins and never holds its worker: it puts a record (struct
  * weft__waiter, waitq.h) on its own stack, links it on the object's queue under the
- * object's short lock, and waits on the record's latch with weft__latch_block():
+ * object's short lock, and waits on the record's latch with weft__latch_wait_suspended():
  * inside a task the task suspends and the worker runs other work; outside, the
  * thread sleeps on the latch's futex. So there is one wait/wake protocol (latch.c);
  * this file only decides who sets which latch. weft__latch_wait is not used: it
@@ -115,7 +115,7 @@ int weft__waiter_wait(struct weft__waiter *r, struct weft_scope *s, weft__attemp
     weft__waitq_push(r->queue, r);
     weft__spin_unlock(r->lock);
     WEFT__NOISE(); /* a waker may set the latch before we block on it */
-    weft__latch_block(&r->latch);
+    weft__latch_wait_suspended(&r->latch);
     /* Acquire (in weft__latch_is_set), also in release builds: pairs with the
      * taker's set, done after it wrote status (and a channel's element). The
      * latch's own paths already order it; this one does not depend on which. */

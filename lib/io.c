@@ -3,7 +3,7 @@
  * The I/O calls. Outside any task they are the plain syscalls. Inside a task the
  * operation goes to the worker's ring (uring.c) or, without io_uring, to the
  * blocking backend (blocking.c); either way the task suspends while it waits and
- * its worker runs other work (sched.c).
+ * its worker runs other work (suspend.c).
  *
  * Cancellation: an operation of a task that belongs to a scope is on that scope's
  * list while it is in flight (scope.c keeps the list; this file adds and removes).
@@ -48,7 +48,7 @@ void weft__op_cancel(struct weft__op *op)
     if (atomic_load_explicit(&op->cancelled, memory_order_relaxed))
         return;
     atomic_store_explicit(&op->cancelled, true, memory_order_relaxed);
-    if (op->w->io && !op->on_blocking)
+    if (op->w->ring && !op->on_blocking)
         weft__uring_cancel(op);
     else
         weft__blocking_cancel(op->w->pool, op);
@@ -225,7 +225,7 @@ static int64_t run_backend(struct weft__worker *w, struct weft__op *op)
     if (s && weft__scope_op_add(s, op) != 0)
         return -ECANCELED;
     weft__trace_why(w, op_name[op->kind]);
-    int64_t r = w->io && !op->on_blocking ? weft__uring_run(w, op)
+    int64_t r = w->ring && !op->on_blocking ? weft__uring_run(w, op)
                                           : weft__blocking_run(w, op);
     weft__trace_why(weft__current(), NULL); /* it may not have suspended */
     if (s) {
@@ -240,7 +240,7 @@ static int64_t run_backend(struct weft__worker *w, struct weft__op *op)
 /* A task that can suspend (it has a fiber and its pool a backend). */
 static bool can_suspend(const struct weft__worker *w)
 {
-    return w->fiber && (w->io || w->pool->blocking);
+    return w->fiber && (w->ring || w->pool->blocking);
 }
 
 static int64_t run(struct weft__op *op)
@@ -390,7 +390,7 @@ WEFT_API int weft_read_file(const char *path, void **data, size_t *size)
             fd = (int)op.res;
         } else {
             weft__trace_why(w, "read_file");
-            int r = w->io ? weft__uring_read_file(w, path, data, size) : -ENOSYS;
+            int r = w->ring ? weft__uring_read_file(w, path, data, size) : -ENOSYS;
             weft__trace_why(weft__current(), NULL);
             if (r != -ENOSYS) {
                 WEFT__COUNT(w, io_ops); /* the reads and the close */
@@ -514,7 +514,7 @@ WEFT_API int weft_yield(void)
     if (cancelled_here(w))
         return -ECANCELED;
     weft__trace_why(w, "yield");
-    if (!weft__yield()) {
+    if (!weft__suspend_yield()) {
         weft__trace_why(w, NULL);
         sched_yield(); /* no fibers: let other threads run at least */
     }

@@ -25,7 +25,7 @@ void weft__js_thread_start(struct weft__worker *w);
 /* weft__park, right before the worker sleeps: its token goes to a waiting worker or
  * the cache. */
 void weft__js_sleep(struct weft__worker *w);
-/* weft__find_work, right after weft__park returned: get a token back (the cache,
+/* weft__worker_find_work, right after weft__park returned: get a token back (the cache,
  * the implicit one, or make's) before looking for work; waits, asleep, if none. */
 void weft__js_wake(struct weft__worker *w);
 /* join.c, around the sleep of a thread that waits on a latch of a pool it is no

@@ -22,7 +22,7 @@
 static int finish(struct weft__worker *w, struct weft__job *job, int ra)
 {
     for (;;) {
-        if (weft__stack_low(w))
+        if (weft__suspend_stack_low(w))
             break; /* deep: leave them to the wait, which then suspends */
         struct weft__job *top = weft__deque_pop(&w->dq);
         if (top == job) {
@@ -32,7 +32,7 @@ static int finish(struct weft__worker *w, struct weft__job *job, int ra)
         }
         if (!top)
             break; /* stolen: thieves take the oldest first, so nothing is below it */
-        weft__run_job(w, top);
+        weft__worker_run_job(w, top);
         /* That job may have suspended: we may be on another worker now, whose
          * deque does not hold our job; popping it is still helping. */
         w = weft__current();

@@ -13,11 +13,11 @@
  *   LATCH_PENDING   0    0                    not set, nobody registered
  *   LATCH_SET       1    1                    set (final)
  *   LATCH_WORKER    2    worker | 2           not set; that worker waits in place
- *                                             (helping, or parked): weft__unpark() it
+ *                                             (helping, or parked): weft__park_wake() it
  *                        NULL | 2 (== 2)      not set; a thread that is no worker
  *                                             sleeps on the futex (the word's low half)
  *   LATCH_TASK      3    wait | 3             not set; a suspended task (its struct
- *                                             weft__wait): weft__ready() it
+ *                                             weft__wait): weft__runq_ready() it
  *
  * Transitions (every one is a single atomic operation on the word):
  *
@@ -57,7 +57,7 @@
  * latch after announcing itself, so a set before the park is seen and a set after it
  * finds the worker on the idle stack). A ready task found while helping runs instead
  * of the wait, which then suspends (LATCH_TASK), and so does a wait that is low on
- * stack. weft__latch_block() suspends at once, without helping: for waits whose setter
+ * stack. weft__latch_wait_suspended() suspends at once, without helping: for waits whose setter
  * may need the frames the helper would run on top of (events, channels).
  */
 #define _GNU_SOURCE
@@ -125,13 +125,13 @@ void weft__latch_set(struct weft__latch *l)
         if (old == LATCH_WORKER)
             weft__futex_wake(futex_word(l), 1);
         else
-            weft__unpark((struct weft__worker *)(old & ~(uintptr_t)LATCH_MASK));
+            weft__park_wake((struct weft__worker *)(old & ~(uintptr_t)LATCH_MASK));
         return;
     case LATCH_TASK: {
         struct weft__wait *wt = (struct weft__wait *)(old & ~(uintptr_t)LATCH_MASK);
         /* NULL hint: our queue if we are a worker of the waiter's pool, else its
          * home worker's (an event set from another pool, tests/test_chan.c). */
-        weft__ready(NULL, wt);
+        weft__runq_ready(NULL, wt);
         return;
     }
     default:
@@ -167,14 +167,14 @@ static void latch_suspended(struct weft__worker *w, struct weft__wait *wt, void 
     uintptr_t cur = atomic_load_explicit(&l->word, memory_order_acquire);
     if (cur != LATCH_SET && latch_register(l, cur, word_task(wt)))
         return; /* the setter readies wt */
-    weft__ready_push(w, wt);
+    weft__runq_push_ready(w, wt);
 }
 
 /* Suspend the running fiber on l, switching to to. Returns once l is set. */
 static void suspend_on(struct weft__worker *w, struct weft__fiber *to, struct weft__latch *l)
 {
     struct weft__wait wt;
-    weft__switch_to(w, to, latch_suspended, &wt, l);
+    weft__suspend_switch(w, to, latch_suspended, &wt, l);
     WEFT_ASSERT(weft__latch_is_set(l));
 }
 #endif
@@ -182,7 +182,7 @@ static void suspend_on(struct weft__worker *w, struct weft__fiber *to, struct we
 /* The wait of worker w on a latch it registered on (WORKER(w)): run other work until
  * the latch is set; a ready task found meanwhile runs instead of this wait, which then
  * suspends on the latch (a wait never holds a ready task back). floor: see
- * weft__find_work; it applies only on the worker that began the wait. */
+ * weft__worker_find_work; it applies only on the worker that began the wait. */
 static void wait_helping(struct weft__worker *w, struct weft__latch *l, int64_t floor)
 {
     struct weft__worker *home = w;
@@ -193,9 +193,9 @@ static void wait_helping(struct weft__worker *w, struct weft__latch *l, int64_t 
         if (weft__latch_is_set(l))
             return;
 #ifdef WEFT_HAVE_FIBERS
-        if (weft__stack_low(w)) {
+        if (weft__suspend_stack_low(w)) {
             /* Deep already: wait suspended, and let a fresh loop run the work. */
-            struct weft__fiber *to = weft__loop_fiber(w);
+            struct weft__fiber *to = weft__suspend_dispatch_fiber(w);
             if (to) {
                 suspend_on(w, to, l);
                 return;
@@ -212,23 +212,23 @@ static void wait_helping(struct weft__worker *w, struct weft__latch *l, int64_t 
              * job we ran suspended, other fibers popped below the floor meanwhile,
              * and it resumed here and spawned into the deque's now lower part (the
              * one-worker hang tests/test_chaos.c found). So wait suspended, and let
-             * a fresh loop fiber, which has no floor, run them. */
-            struct weft__fiber *to = weft__loop_fiber(w);
+             * a fresh dispatch fiber, which has no floor, run them. */
+            struct weft__fiber *to = weft__suspend_dispatch_fiber(w);
             if (to) {
                 suspend_on(w, to, l);
                 return;
             }
         }
 #endif
-        struct weft__job *job = weft__find_work(w, l, floor);
+        struct weft__job *job = weft__worker_find_work(w, l, floor);
         if (job) {
 #ifdef WEFT_HAVE_FIBERS
             if (weft__is_resume(job)) {
-                suspend_on(w, weft__resume_fiber(job), l);
+                suspend_on(w, weft__runq_wait_of(job)->fiber, l);
                 return;
             }
 #endif
-            weft__run_job(w, job);
+            weft__worker_run_job(w, job);
         }
         struct weft__worker *now = weft__current();
         if (now != w) {
@@ -242,7 +242,7 @@ static void wait_helping(struct weft__worker *w, struct weft__latch *l, int64_t 
     }
 }
 
-void weft__latch_wait_floor(struct weft__worker *w, struct weft__latch *l, int64_t floor)
+void weft__latch_wait_above(struct weft__worker *w, struct weft__latch *l, int64_t floor)
 {
     if (weft__latch_is_set(l))
         return;
@@ -266,11 +266,11 @@ void weft__latch_wait_floor(struct weft__worker *w, struct weft__latch *l, int64
 
 void weft__latch_wait(struct weft__worker *w, struct weft__latch *l)
 {
-    weft__latch_wait_floor(w, l,
+    weft__latch_wait_above(w, l,
                            w ? atomic_load_explicit(&w->dq.bottom, memory_order_relaxed) : 0);
 }
 
-void weft__latch_block(struct weft__latch *l)
+void weft__latch_wait_suspended(struct weft__latch *l)
 {
     if (weft__latch_is_set(l))
         return;

@@ -55,7 +55,7 @@ void weft__futex_wake(_Atomic(uint32_t) *word, int n)
     syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
 }
 
-void weft__start_searching(struct weft__worker *w)
+void weft__park_search_begin(struct weft__worker *w)
 {
     if (w->searching)
         return;
@@ -81,7 +81,7 @@ static void poke_all(weft_pool *pool)
     weft__heavy_barrier();
 }
 
-void weft__stop_searching(struct weft__worker *w)
+void weft__park_search_end(struct weft__worker *w)
 {
     if (!w->searching)
         return;
@@ -96,8 +96,8 @@ void weft__stop_searching(struct weft__worker *w)
      * task injected into an idle pool.) */
     if ((prev & 0xffffu) == 1 && prev >= WEFT__SLEEP_ONE) {
         poke_all(w->pool);
-        if (weft__work_visible(w->pool))
-            weft__unpark_one(w->pool);
+        if (weft__runq_work_visible(w->pool))
+            weft__park_wake_one(w->pool);
     }
 }
 
@@ -137,13 +137,13 @@ static void wake_word(struct weft__worker *w)
     /* Release: pairs with the acquire load in weft__park(); the woken worker sees
      * its new state (searching, off the idle stack). */
     atomic_store_explicit(&w->wake, 1, memory_order_release);
-    if (w->io)
+    if (w->ring)
         weft__io_wake(w);   /* it parks inside its ring */
     else
         weft__futex_wake(&w->wake, 1);
 }
 
-void weft__unpark_one(weft_pool *pool)
+void weft__park_wake_one(weft_pool *pool)
 {
     pthread_mutex_lock(&pool->idle_mu);
     if (pool->nidle == 0) {
@@ -164,7 +164,7 @@ void weft__unpark_one(weft_pool *pool)
     wake_word(w);
 }
 
-void weft__unpark(struct weft__worker *w)
+void weft__park_wake(struct weft__worker *w)
 {
     /* Not parked: it is awake and re-checks its condition before it sleeps again. */
     if (leave_idle(w))
@@ -173,11 +173,11 @@ void weft__unpark(struct weft__worker *w)
 
 /* A push (or injection) happened: wake a sleeper if nobody is searching. The caller
  * has already ordered its publication before this load (see the top of the file). */
-void weft__notify_work(weft_pool *pool)
+void weft__park_notify(weft_pool *pool)
 {
     uint32_t s = atomic_load_explicit(&pool->sleep_state, memory_order_relaxed);
     if (WEFT__NEED_WAKE(s))
-        weft__unpark_one(pool);
+        weft__park_wake_one(pool);
 }
 
 /* A push found its deque poked: a worker went to sleep with nobody left searching
@@ -197,7 +197,7 @@ WEFT_API void weft__push_poked(struct weft__worker *w)
         atomic_exchange_explicit(&w->dq.poke, 0, memory_order_acq_rel);
         atomic_thread_fence(memory_order_seq_cst); /* our bottom store vs the load */
     }
-    weft__notify_work(pool);
+    weft__park_notify(pool);
 }
 
 /* Sleep until woken. The caller is searching and found nothing; returns searching.
@@ -223,7 +223,7 @@ void weft__park(struct weft__worker *w, const struct weft__latch *until)
     else
         weft__heavy_barrier(); /* as in poke_all(), for our own last look */
     if (weft__latch_is_set(until) ||
-        weft__work_visible(pool)) {
+        weft__runq_work_visible(pool)) {
         leave_idle(w);
         WEFT_ASSERT(w->searching);
         return;
@@ -231,7 +231,7 @@ void weft__park(struct weft__worker *w, const struct weft__latch *until)
     weft__js_sleep(w);          /* jobserver.c: asleep, a worker holds no token */
     WEFT__COUNT(w, parks);
     weft__obs_park_begin(w); /* idle time, park slices (stats.c); _end at each wake */
-    if (w->io) {
+    if (w->ring) {
         /* Park in the ring: a completion, a MSG_RING or the eventfd ends the wait.
          * Acquire: pairs with the release store in wake_word(). */
         while (atomic_load_explicit(&w->wake, memory_order_acquire) == 0) {

@@ -31,8 +31,6 @@
 #include <time.h>
 #include <unistd.h>
 
-WEFT_API __thread struct weft__worker *weft__self __attribute__((tls_model("initial-exec")));
-
 /* Lock order: create_mu, then pools_mu. */
 static pthread_mutex_t create_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t pools_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -107,56 +105,6 @@ static bool env_flag(const char *name, const char *on)
     return false;
 }
 
-static void *worker_main(void *p)
-{
-    struct weft__worker *w = p;
-    weft_pool *pool = w->pool;
-    weft__self = w;
-    char name[16];
-    snprintf(name, sizeof(name), "weft-%u", w->id); /* shows in top -H, gdb, perf */
-    pthread_setname_np(pthread_self(), name);
-    if (pool->flags & WEFT_POOL_PIN)
-        (void)weft__topo_pin(pool->topo, w->id); /* best effort: a cpuset may forbid it */
-    weft__io_thread_init(w);
-    weft__obs_thread_start(w);  /* stats.c: clocks, trace buffer */
-    if (pool->on_worker_start)
-        pool->on_worker_start(w->id, pool->hook_arg);
-    weft__js_thread_start(w);   /* with a jobserver: a token first */
-    weft__sched_thread(w);
-    if (pool->on_worker_stop)
-        pool->on_worker_stop(w->id, pool->hook_arg);
-    weft__self = NULL;
-    return NULL;
-}
-
-static int victims_init(weft_pool *pool, struct weft__worker *w)
-{
-    unsigned n = pool->nthreads;
-    w->victims = WEFT__FAULT("pool.victims") ? NULL : calloc(n ? n : 1, sizeof(unsigned));
-    w->group_end = WEFT__FAULT("pool.victims") ? NULL : calloc(n ? n : 1, sizeof(unsigned));
-    if (!w->victims || !w->group_end)
-        return -ENOMEM;
-    unsigned k = 0;
-    for (unsigned v = 0; v < n; v++)
-        if (v != w->id)
-            w->victims[k++] = v;
-    /* Insertion sort by distance class, then id: n is small and this runs once. */
-    for (unsigned i = 1; i < k; i++) {
-        unsigned v = w->victims[i], dv = weft__topo_distance(pool->topo, w->id, v), j = i;
-        while (j > 0 && weft__topo_distance(pool->topo, w->id, w->victims[j - 1]) > dv) {
-            w->victims[j] = w->victims[j - 1];
-            j--;
-        }
-        w->victims[j] = v;
-    }
-    w->ngroups = 0;
-    for (unsigned i = 0; i < k; i++)
-        if (i + 1 == k || weft__topo_distance(pool->topo, w->id, w->victims[i]) !=
-                              weft__topo_distance(pool->topo, w->id, w->victims[i + 1]))
-            w->group_end[w->ngroups++] = i + 1;
-    return 0;
-}
-
 static void worker_free(struct weft__worker *w)
 {
     if (!w)
@@ -207,7 +155,7 @@ static void stop_workers(weft_pool *pool, unsigned started)
     /* Nobody registers on the stop latch: setting it wakes no one, so wake all. */
     weft__latch_set(&pool->stop);
     for (unsigned i = 0; i < started; i++)
-        weft__unpark(pool->workers[i]);
+        weft__park_wake(pool->workers[i]);
     weft__js_stop(pool);        /* workers waiting for a token */
     for (unsigned i = 0; i < started; i++)
         pthread_join(pool->workers[i]->thread, NULL);
@@ -281,7 +229,7 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
         atomic_init(&w->ready_len, 0);
         atomic_init(&w->yield_len, 0);
         if (weft__deque_init(&w->dq) != 0 ||
-            victims_init(pool, w) != 0) {
+            weft__worker_victims_init(pool, w) != 0) {
             pool_free(pool);
             return -ENOMEM;
         }
@@ -305,10 +253,10 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
         return -EINVAL; /* stack_size too large to map */
     }
 #endif
-    /* Each worker's first loop fiber, now: a worker that could not get one later
+    /* Each worker's first dispatch fiber, now: a worker that could not get one later
      * could not run the tasks that suspend elsewhere and resume on it. */
     for (unsigned i = 0; i < o.threads; i++)
-        if (weft__sched_worker_init(pool->workers[i]) != 0) {
+        if (weft__suspend_worker_init(pool->workers[i]) != 0) {
             pool_free(pool);
             return -ENOMEM;
         }
@@ -344,7 +292,7 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
     for (; started < o.threads; started++) {
         struct weft__worker *w = pool->workers[started];
         int pr = WEFT__FAULT("thread.worker") ? EAGAIN
-                                              : pthread_create(&w->thread, NULL, worker_main, w);
+                                              : pthread_create(&w->thread, NULL, weft__worker_main, w);
         if (pr != 0) {
             err = -EAGAIN;
             break;
@@ -497,7 +445,7 @@ WEFT_API int weft_run(weft_pool *pool, weft_fn fn, void *arg)
     job.arg = arg;
     weft__latch_init(&job.latch);
     atomic_fetch_add_explicit(&pool->outside, 1, memory_order_relaxed);
-    weft__inject(pool, &job);
+    weft__runq_inject(pool, &job);
     weft__latch_wait(NULL, &job.latch);
     /* Release: pairs with the acquire load in weft_pool_destroy(). */
     atomic_fetch_sub_explicit(&pool->outside, 1, memory_order_release);
@@ -539,18 +487,6 @@ WEFT_API void weft_pool_stats(const weft_pool *pool, weft_stats *out)
 const char *weft__pool_io_backend(const weft_pool *pool)
 {
     return pool->uring ? "io_uring" : "blocking";
-}
-
-void weft__pool_stack_counts(const weft_pool *pool, size_t *nfree, size_t *total)
-{
-#ifdef WEFT_HAVE_FIBERS
-    struct weft__stack_cache *c = (struct weft__stack_cache *)&pool->stacks;
-    *nfree = weft__stack_cache_nfree(c);
-    *total = weft__stack_cache_total(c);
-#else
-    (void)pool;
-    *nfree = *total = 0;
-#endif
 }
 
 /* -ENOMEM: no room for the push; the inline join then runs a and b in order. */

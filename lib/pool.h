@@ -1,5 +1,14 @@
 /* SPDX-License-Identifier: MIT */
-/* Pools and workers: the structures every layer shares. */
+/*
+ * Pools and workers: the two structures every layer shares, and the headers of the
+ * layers. struct weft__worker's fields are grouped by the file that owns them (a
+ * comment per group says which, and who else may read them); struct weft_pool's
+ * likewise. Each concern's prototypes are in its own header, included here so that
+ * a file of lib/ includes pool.h alone:
+ *   latch.h (latch.c)  runq.h (runq.c)  suspend.h (suspend.c)  worker.h (worker.c)
+ *   park.h (park.c)    stats.h, trace.h (stats.c, trace.c)     deque.h (deque.c)
+ * and below, pool.c's own, with those of task.c, scope.c and join.c.
+ */
 #ifndef WEFT_POOL_H
 #define WEFT_POOL_H
 
@@ -13,65 +22,48 @@
 #include "debug.h"
 #include "deque.h"
 #include "list.h"
+#include "latch.h"
 #include "noise.h"
+#include "park.h"
+#include "runq.h"
 #include "stats.h"
+#include "suspend.h"
 #include "topo.h"
+#include "worker.h"
 #ifdef WEFT_HAVE_FIBERS
 #include "fiber.h"
 #endif
 
-/* Fresh loop fibers a worker keeps for its next suspensions (sched.c). So an idle
- * worker holds at most 1 + WEFT__SPARE_FIBERS stacks. */
-#define WEFT__SPARE_FIBERS 8
-
-/* The job queues (the injector, ready and yield queues): FIFO through job.next. */
-WEFT__FIFO_DEFINE(weft__jobq, struct weft__job, next)
-
-struct weft__io;      /* uring.c: a worker's ring */
+struct weft__ring;     /* uring.c: a worker's io_uring */
 struct weft__blocking; /* blocking.c: the fallback backend's threads */
 struct weft__js;       /* jobserver.c: the pool's workers' tokens */
 struct weft__timer;    /* timer.c: scope deadlines */
 
-/* A suspended task (sched.c). Lives on the suspended fiber's own stack. job is what
- * the ready queues hold (tagged WEFT__RESUME_TAG when handed out by find_work). */
-struct weft__wait {
-    struct weft__job job;
-    struct weft__fiber *fiber;
-    struct weft__worker *home;  /* the worker it suspended on (weft__ready's fallback) */
-};
-
-/* Runs on the worker a fiber switched to, right after the switch: the only safe
- * place to publish the fiber that left (DESIGN.md, suspension protocol). */
-typedef void (*weft__after_fn)(struct weft__worker *w, struct weft__wait *wt, void *arg);
-
-/* Tasks, counted by the worker that did the thing; summed by weft_pool_stats().
- * Single writer: the owner adds with a relaxed load+store, never an RMW. */
-struct weft__counters {
-    _Atomic(uint64_t) spawns, steals, steal_fails, parks, wakeups, io_ops;
-};
-
-#define WEFT__COUNT(w, field)                                                         \
-    atomic_store_explicit(&(w)->stats.field,                                          \
-                          atomic_load_explicit(&(w)->stats.field, memory_order_relaxed) + 1, \
-                          memory_order_relaxed)
-
 struct weft__worker {
-    struct weft__deque dq;          /* must be first: weft.h's WEFT__DQ() */
+    /* The deque (deque.c; weft.h's inline join). Must be first: WEFT__DQ(). Its
+     * owner line also holds dq.scope, the running task's scope (scope.c): a
+     * fiber-local value kept here while the fiber runs, read by the inline join
+     * for the job it pushes. */
+    struct weft__deque dq;
+
+    /* Identity (pool.c sets them before the thread starts; read-only after). */
     weft_pool *pool;
     unsigned id;
     pthread_t thread;
-    uint64_t rng;                   /* owner-private xorshift state (noise.h) */
-    bool searching;                 /* owner-private: counted in the parking word */
-    /* Steal order: other workers' ids, nearest first; groups of equal distance are
-     * delimited by group_end[] and searched from a random start. */
+
+    /* The worker thread (worker.c) and parking (park.c), owner-private: the
+     * generator for random choices (noise.h); whether the worker is counted in the
+     * parking word as searching (park.c); the steal order: other workers' ids,
+     * nearest first, groups of equal distance delimited by group_end[] and searched
+     * from a random start (worker.c). */
+    uint64_t rng;
+    bool searching;
     unsigned *victims;
     unsigned *group_end;
     unsigned ngroups;
-    /* Suspension (sched.c), owner-private: the fiber running now, the thread's own
-     * stack (to exit on), spare loop fibers, and the action to run after the next
-     * switch. The scope of the running task (a fiber-local value kept here while
-     * the fiber runs) is dq.scope, on the deque's owner line, where weft.h's
-     * inline join reads it for the job it pushes. */
+
+    /* Suspension (suspend.c), owner-private: the fiber running now, spare dispatch
+     * fibers, and the action to run after the next switch. */
     struct weft__fiber *fiber;
     struct weft__fiber *spare[WEFT__SPARE_FIBERS];
     unsigned nspare;
@@ -79,56 +71,72 @@ struct weft__worker {
     struct weft__wait *after_wt;
     void *after_arg;
     struct weft__fiber *after_from;
-    struct weft__io *io;            /* this worker's ring, or NULL (blocking backend) */
+
+    /* The ring (uring.c) and how often the search looks at it and at the injector
+     * (worker.c), owner-private; and a figure of suspend.c's. */
+    struct weft__ring *ring;        /* this worker's ring, or NULL (blocking backend) */
     unsigned tick;                  /* jobs run since the last look at the ring */
     unsigned inj_tick;              /* jobs run since the last look at the injector */
     unsigned long switches;         /* fibers this worker has switched away from */
+
     /* Scope accounting (scope.c), owner-private: tasks of acct_scope finished here
      * whose count the scope has not been told yet. */
     struct weft_scope *acct_scope;
     int64_t acct_done;
+
     /* Observability (stats.c, trace.c), owner-private: this worker's trace buffer
      * (NULL: tracing off, the one branch the hot paths pay), and spawns left until
      * the next one whose frame is stamped for a latency sample. */
     struct weft__tbuf *trace;
     unsigned stamp_tick;
+
     /* Spawn frames (task.c): owner-private free list. */
     struct weft__job *free_frames;
     unsigned nfree_frames;
-    /* Parking (park.c). wake is the futex word; parked is guarded by pool->idle_mu. */
+
+    /* Parking (park.c), shared: wake is the futex word (any waker stores it);
+     * parked is guarded by pool->idle_mu. */
     alignas(64) _Atomic(uint32_t) wake;
     bool parked;
-    /* Ready queue (sched.c): suspended tasks that may run again, FIFO. Any thread
-     * pushes; the owner pops first, thieves too. ready_len for a lock-free look.
-     * ready_lock: a spinlock (sched.c says why). */
+
+    /* Run queues (runq.c), shared: suspended tasks that may run again, FIFO, and
+     * tasks that called weft_yield. Any thread pushes; the owner pops first,
+     * thieves too. The lengths for a lock-free look. ready_lock: a spinlock, for
+     * both queues (runq.c says why). */
     alignas(64) _Atomic(uint32_t) ready_lock;
     struct weft__jobq ready;
-    struct weft__jobq yielded;      /* tasks that called weft_yield */
+    struct weft__jobq yielded;
     _Atomic(size_t) ready_len, yield_len;
+
+    /* Figures (stats.c): written by the owner, read by weft_pool_stats. */
     alignas(64) struct weft__counters stats;
-    alignas(64) struct weft__wstats wstats; /* busy/idle time, latency (stats.c) */
+    alignas(64) struct weft__wstats wstats; /* busy/idle time, latency */
+
 #ifdef WEFT_HAVE_FIBERS
-    struct weft__fiber thread_fiber; /* the thread's own stack (sched.c) */
+    /* Suspension (suspend.c, worker.c): the thread's own stack, to exit on. */
+    struct weft__fiber thread_fiber;
 #endif
 };
 
 struct weft_pool {
-    /* Parking word: low 16 bits searching workers, high 16 bits sleepers. Read by
-     * every push; written only when workers start or stop searching or sleeping. */
+    /* Parking (park.c). The parking word: low 16 bits searching workers, high 16
+     * bits sleepers (park.h); read by every push, written only when workers start
+     * or stop searching or sleeping. Then the idle stack, LIFO, under idle_mu. */
     alignas(64) _Atomic(uint32_t) sleep_state;
     alignas(64) pthread_mutex_t idle_mu;
     unsigned nidle;
-    struct weft__worker **idle;     /* LIFO stack of parked workers */
+    struct weft__worker **idle;
 
-    /* Injector: jobs from threads that are not workers of this pool. */
+    /* The injector (runq.c): jobs from threads that are not workers of this pool. */
     alignas(64) pthread_mutex_t inj_mu;
     struct weft__jobq inj;
     _Atomic(size_t) inj_len;
 
-    alignas(64) struct weft__latch stop;  /* set: workers leave their loop */
+    /* Lifecycle (pool.c). */
+    alignas(64) struct weft__latch stop;  /* set: workers leave their dispatch loop */
     _Atomic(int) dead;                    /* -ECHILD in a forked child */
     _Atomic(unsigned) outside;            /* outside callers still waiting */
-    _Atomic(uint64_t) ext_spawns;         /* spawns from outside threads */
+    _Atomic(uint64_t) ext_spawns;         /* spawns from outside threads (stats.c) */
 
     /* Spawn frames shared between workers and outside threads (task.c). */
     pthread_mutex_t frames_mu;
@@ -136,11 +144,13 @@ struct weft_pool {
     unsigned nframes;
     void *slabs;
 
+    /* Configuration (pool.c) and the services, each owned by the file named;
+     * set before the workers start. */
     unsigned nthreads;
     unsigned flags;
     bool sched_random;                    /* WEFT_SCHED=random (noise.c) */
 #ifdef WEFT_HAVE_FIBERS
-    struct weft__stack_cache stacks;      /* fiber stacks (sched.c) */
+    struct weft__stack_cache stacks;      /* fiber stacks (suspend.c) */
 #endif
     bool uring;                           /* workers have rings (uring.c) */
     struct weft__blocking *blocking;      /* blocking threads (blocking.c): the fallback
@@ -149,16 +159,17 @@ struct weft_pool {
     struct weft__js *js;                  /* make's jobserver (jobserver.c), or NULL */
     struct weft__timer *timer;            /* deadlines (timer.c) */
     sigset_t creator_mask;                /* signal mask of the thread that created
-                                             the pool (weft_posix_spawnp) */
+                                             the pool (weft_posix_spawnp, proc.c) */
     unsigned ring_entries;
     struct weft__worker **workers;
     const struct weft__topo *topo;        /* process-wide, read once */
-    /* weft_pool_options' worker hooks (pool.c) and the trace (trace.c, or NULL). */
+    /* weft_pool_options' worker hooks (worker.c calls them) and the trace (trace.c,
+     * or NULL). */
     void (*on_worker_start)(unsigned index, void *hook_arg);
     void (*on_worker_stop)(unsigned index, void *hook_arg);
     void *hook_arg;
     struct weft__trace *trace;
-    weft_pool *next_pool;                 /* all pools, for the fork handler */
+    weft_pool *next_pool;                 /* all pools, for the fork handler (pool.c) */
 };
 
 static inline void weft__cpu_relax(void)
@@ -182,96 +193,10 @@ static inline struct weft__worker *weft__worker_of(const weft_pool *pool)
     return (w && w->pool == pool) ? w : NULL;
 }
 
-/* The calling thread's worker, read afresh: for code after a possible switch
- * (fiber.h, THE HAZARD). */
-struct weft__worker *weft__current(void);
-
-/* worker.c */
-/* job as a deque slot holds it: spawned frames carry WEFT__FRAME_TAG. Never a
- * resume job (those come only from find_work). */
-void weft__run_job(struct weft__worker *w, struct weft__job *job);
-/* The same without the trace's slice around it (trace.c calls it). */
-void weft__run_job_plain(struct weft__worker *w, struct weft__job *job);
-/* One job to run (a resume job: see weft__is_resume), or NULL once until is set.
- * Local jobs are taken only above floor. May park. */
-struct weft__job *weft__find_work(struct weft__worker *w, const struct weft__latch *until,
-                                  int64_t floor);
-void weft__inject(weft_pool *pool, struct weft__job *job);
-struct weft__job *weft__inject_pop(weft_pool *pool);
-bool weft__work_visible(weft_pool *pool);
-
-/* sched.c */
-/* Resume jobs: the job of a struct weft__wait, both tag bits set. */
-#define WEFT__RESUME_TAG ((uintptr_t)3)
-static inline bool weft__is_resume(const struct weft__job *job)
-{
-    return ((uintptr_t)job & WEFT__RESUME_TAG) == WEFT__RESUME_TAG;
-}
-/* The worker thread: runs the worker loop on fibers until the pool stops. */
-void weft__sched_thread(struct weft__worker *w);
-/* Before the thread starts: its first loop fiber (a spare). 0 or -ENOMEM. */
-int weft__sched_worker_init(struct weft__worker *w);
-/* Suspend the running task: after the switch, after(w, wt, arg) runs on the worker
- * (and must arrange for weft__ready(wt) to be called exactly once). Returns when the
- * task runs again, on any worker. -ENOMEM: no stack, nothing happened (the caller
- * then does its work blocking). Inside a task only. */
-int weft__suspend(struct weft__wait *wt, weft__after_fn after, void *arg);
-/* Make a suspended task runnable. Any thread; hint: a worker of the pool whose
- * queue to use when the caller is not one (NULL: the worker it suspended on). */
-void weft__ready(struct weft__worker *hint, struct weft__wait *wt);
-/* Push wt on w's ready queue (w: a worker of the pool; any thread). */
-void weft__ready_push(struct weft__worker *w, struct weft__wait *wt);
-struct weft__job *weft__ready_pop(struct weft__worker *w);
-/* Tasks that yielded: taken after the deque, unless too many wait (sched.c). */
-struct weft__job *weft__yield_pop(struct weft__worker *w);
-bool weft__yield_first(struct weft__worker *w);
-/* Less than a quarter of the running fiber's stack left (sched.c). */
-bool weft__stack_low(struct weft__worker *w);
-#ifdef WEFT_HAVE_FIBERS
-/* Leave the running fiber suspended for to; after(w', wt, arg) runs once the switch
- * is complete. Returns when something resumes this fiber, on any worker. */
-void weft__switch_to(struct weft__worker *w, struct weft__fiber *to, weft__after_fn after,
-                     struct weft__wait *wt, void *arg);
-/* A fresh loop fiber (a spare, else from the cache), or NULL without memory. */
-struct weft__fiber *weft__loop_fiber(struct weft__worker *w);
-/* The fiber of a resume job (as find_work hands it out). */
-struct weft__fiber *weft__resume_fiber(struct weft__job *resume);
-#endif
-/* Suspend until some other ready work ran (weft_yield). false: nothing else to run,
- * or not inside a task. */
-bool weft__yield(void);
-
-/* park.c */
-void weft__park(struct weft__worker *w, const struct weft__latch *until);
-void weft__unpark_one(weft_pool *pool);
-void weft__unpark(struct weft__worker *w);
-void weft__start_searching(struct weft__worker *w);
-void weft__stop_searching(struct weft__worker *w);
-void weft__notify_work(weft_pool *pool);
-void weft__futex_wait(_Atomic(uint32_t) *word, uint32_t val);
-void weft__futex_wake(_Atomic(uint32_t) *word, int n);
-
 /* join.c */
 /* weft_join out of line, for the library's own callers (the loops): the inline one
  * in weft.h is not compiled into the library. */
 int weft__join_lib(weft_fn a, void *arg_a, weft_fn b, void *arg_b);
-
-/* latch.c: the one wait/wake protocol (its top comment has the state table). A latch
- * is set once, by one setter, and has at most one waiter at a time. */
-void weft__latch_init(struct weft__latch *l);
-bool weft__latch_is_set(const struct weft__latch *l);
-/* Set l and wake its waiter. Any thread; l may be freed by its waiter at once. */
-void weft__latch_set(struct weft__latch *l);
-/* Wait until l is set. w: the calling worker (NULL: any other thread, which sleeps
- * on a futex). A worker helps (runs other work, local jobs only from floor up),
- * suspends when it finds a ready task or runs low on stack, and parks when idle. */
-void weft__latch_wait_floor(struct weft__worker *w, struct weft__latch *l, int64_t floor);
-/* As weft__latch_wait_floor with floor = the worker's current bottom (joins). */
-void weft__latch_wait(struct weft__worker *w, struct weft__latch *l);
-/* Wait until l is set without running other work on top of the caller: inside a
- * task the task suspends (its worker goes on); outside, the thread sleeps. For waits
- * whose setter may need frames a helper would bury (events, channels). */
-void weft__latch_block(struct weft__latch *l);
 
 /* task.c */
 /* A spawn frame: the job, the worker whose lists it returns to (NULL: the pool's
@@ -311,14 +236,9 @@ struct weft__op;
 int  weft__scope_op_add(struct weft_scope *s, struct weft__op *op); /* -ECANCELED */
 void weft__scope_op_del(struct weft_scope *s, struct weft__op *op);
 
-/* Testing hooks (tests/test_reactor.c). */
+/* Testing hooks (tests/test_reactor.c): io.c, suspend.c. */
 const char *weft__pool_io_backend(const weft_pool *pool);
 void weft__pool_stack_counts(const weft_pool *pool, size_t *nfree, size_t *total);
-
-#define WEFT__SEARCH_ONE 1u
-#define WEFT__SLEEP_ONE  (1u << 16)
-/* Parking word: a sleeper exists and nobody is searching. */
-#define WEFT__NEED_WAKE(s) ((s) >= WEFT__SLEEP_ONE && ((s) & 0xffffu) == 0)
 
 /* The observability hooks are inline and read struct weft__worker. */
 #include "trace.h"

@@ -222,7 +222,7 @@ static void scope_release(struct weft_scope *s)
 static int push_frame(weft_pool *pool, struct weft__worker *w, struct weft__job *f)
 {
     if (!w) {
-        weft__inject(pool, f);
+        weft__runq_inject(pool, f);
         return 0;
     }
     int err = weft__deque_push(&w->dq, weft__tag_frame(f), true);
@@ -418,7 +418,7 @@ WEFT_API int weft_scope_run(weft_pool *pool, int (*body)(weft_scope *s, void *ar
     if (outside)
         atomic_fetch_add_explicit(&pool->outside, 1, memory_order_relaxed);
     /* The wait may run this worker's jobs from here up, not the ones below: those
-     * belong to frames under this call (see weft__find_work). */
+     * belong to frames under this call (see weft__worker_find_work). */
     int64_t floor = w ? atomic_load_explicit(&w->dq.bottom, memory_order_relaxed) : 0;
     struct weft_scope *outer = w ? w->dq.scope : NULL;
     if (w)
@@ -437,7 +437,7 @@ WEFT_API int weft_scope_run(weft_pool *pool, int (*body)(weft_scope *s, void *ar
     if (w)
         weft__acct_flush(w); /* finishes of our tasks held here must count */
     scope_release(&s);
-    weft__latch_wait_floor(w, &s.done, floor);
+    weft__latch_wait_above(w, &s.done, floor);
     if (atomic_load_explicit(&s.has_deadline, memory_order_relaxed))
         weft__timer_disarm(pool, &s.deadline);
     if (s.parent)

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Per-worker time and latency figures (stats.c); struct weft__worker embeds them. */
+/* Per-worker figures: event counts, time and latency (stats.c); struct weft__worker
+ * embeds them. */
 #ifndef WEFT_STATS_H
 #define WEFT_STATS_H
 
@@ -25,6 +26,17 @@ struct weft__wstats {
     _Atomic(uint64_t) lat_n;        /* samples taken so far (the ring's next slot) */
     _Atomic(uint32_t) lat[WEFT__LAT_SAMPLES]; /* spawn-to-start, ns (saturated) */
 };
+
+/* Event counts, counted by the worker that did the thing; summed by weft_pool_stats.
+ * Single writer: the owner adds with a relaxed load+store, never an RMW. */
+struct weft__counters {
+    _Atomic(uint64_t) spawns, steals, steal_fails, parks, wakeups, io_ops;
+};
+
+#define WEFT__COUNT(w, field)                                                         \
+    atomic_store_explicit(&(w)->stats.field,                                          \
+                          atomic_load_explicit(&(w)->stats.field, memory_order_relaxed) + 1, \
+                          memory_order_relaxed)
 
 static inline uint64_t weft__now_ns(void)
 {

@@ -44,7 +44,7 @@
  * loop, the steal path, suspension and parks tests it before doing anything
  * (trace.h). The inline weft_join in weft.h has no hook: a join whose job is not
  * stolen is part of its task's slice; one that is stolen runs through
- * weft__run_job, which has. Spawns pay the latency sampling of stats.c, which also
+ * weft__worker_run_job, which has. Spawns pay the latency sampling of stats.c, which also
  * stamps every spawn while tracing.
  *
  * Timestamps are CLOCK_MONOTONIC, printed in microseconds with three decimals from
@@ -304,7 +304,7 @@ void weft__trace_run_job(struct weft__worker *w, struct weft__job *job)
 {
     struct weft__tbuf *b = w->trace;
     if (WEFT_UNLIKELY(b->stopped)) {
-        weft__run_job_plain(w, job); /* out of budget: nothing more is recorded */
+        weft__worker_run_job_plain(w, job); /* out of budget: nothing more is recorded */
         return;
     }
     uint64_t now = weft__now_ns();
@@ -332,7 +332,7 @@ void weft__trace_run_job(struct weft__worker *w, struct weft__job *job)
         }
     }
 
-    weft__run_job_plain(w, job);
+    weft__worker_run_job_plain(w, job);
 
     w = weft__current(); /* the job may have suspended and resumed elsewhere */
     b = w->trace;

@@ -57,7 +57,7 @@ void weft__trace_pool_write(weft_pool *pool);
 /* Free the buffers (the pool's memory goes; also for a pool inherited by fork). */
 void weft__trace_pool_free(weft_pool *pool);
 void weft__trace_thread_start(struct weft__worker *w, uint64_t now);
-/* weft__run_job inside a slice of its own. */
+/* weft__worker_run_job inside a slice of its own. */
 void weft__trace_run_job(struct weft__worker *w, struct weft__job *job);
 void weft__trace_leave_slow(struct weft__worker *w, struct weft__trace_saved *s);
 void weft__trace_back_slow(struct weft__worker *w, struct weft__trace_saved *s);
@@ -78,7 +78,7 @@ static inline void weft__trace_why(struct weft__worker *w, const char *why)
         w->trace->why = why;
 }
 
-/* Around a fiber switch (sched.c): the running slice ends before, and the resumed
+/* Around a fiber switch (suspend.c): the running slice ends before, and the resumed
  * task's begins after, on whatever worker it resumed. */
 static inline void weft__trace_leave(struct weft__worker *w, struct weft__trace_saved *s)
 {

@@ -11,7 +11,7 @@
  * An operation (reactor.h) comes here only when its plain syscall said it would
  * block (io.c: RWF_NOWAIT, RESOLVE_CACHED). It is prepared in an SQE whose
  * user_data is the operation itself, on the task's stack, and submitted at once;
- * if it completes inside the submission the task goes on without suspending. Otherwise it suspends (sched.c) and the
+ * if it completes inside the submission the task goes on without suspending. Otherwise it suspends (suspend.c) and the
  * worker runs other work; the CQE, reaped by the same worker (only it may), puts
  * the task on the worker's ready queue. A worker's unsubmitted entries (wake
  * messages, cancellations, the eventfd read) go out with its next submission, in
@@ -62,8 +62,8 @@
 #define RF_GUESS ((size_t)64 * 1024)
 #define RF_PROBE ((size_t)4096)
 
-struct weft__io {
-    struct io_uring ring;
+struct weft__ring {
+    struct io_uring uring;
     int efd;                       /* eventfd: wakes from threads without a ring */
     uint64_t ebuf;                 /* the eventfd read's buffer */
     bool efd_armed;                /* owner-private */
@@ -85,22 +85,22 @@ WEFT__DLIST_DEFINE(cancel_list, struct weft__op, cprev, cnext)
 /* The kernel has IORING_OP_MSG_RING. Relaxed: every pool stores the same answer. */
 static _Atomic(bool) msg_ring_ok;
 
-static int ring_init(struct weft__io *io, unsigned entries)
+static int ring_init(struct weft__ring *ring, unsigned entries)
 {
     struct io_uring_params p;
     memset(&p, 0, sizeof(p));
     p.flags = IORING_SETUP_R_DISABLED | IORING_SETUP_SINGLE_ISSUER |
               IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL;
     int r = WEFT__FAULT("uring.ring") ? -ENOMEM
-                                      : io_uring_queue_init_params(entries, &io->ring, &p);
+                                      : io_uring_queue_init_params(entries, &ring->uring, &p);
     if (r == -EINVAL) { /* before 6.1 */
         memset(&p, 0, sizeof(p));
         p.flags = IORING_SETUP_R_DISABLED;
-        r = io_uring_queue_init_params(entries, &io->ring, &p);
+        r = io_uring_queue_init_params(entries, &ring->uring, &p);
     }
     if (r < 0)
         return r;
-    io_uring_ring_dontfork(&io->ring); /* DESIGN.md: rings are not inherited */
+    io_uring_ring_dontfork(&ring->uring); /* DESIGN.md: rings are not inherited */
     return 0;
 }
 
@@ -109,24 +109,24 @@ bool weft__uring_pool_init(weft_pool *pool)
     unsigned entries = pool->ring_entries ? pool->ring_entries : RING_ENTRIES_DEFAULT;
     struct io_uring_probe *probe = NULL;
     for (unsigned i = 0; i < pool->nthreads; i++) {
-        struct weft__io *io = WEFT__FAULT("uring.io") ? NULL : calloc(1, sizeof(*io));
-        if (!io)
+        struct weft__ring *ring = WEFT__FAULT("uring.io") ? NULL : calloc(1, sizeof(*ring));
+        if (!ring)
             goto fail;
-        io->efd = WEFT__FAULT("uring.eventfd") ? -1 : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (io->efd < 0) {
-            free(io);
-            goto fail;
-        }
-        if (ring_init(io, entries) != 0) {
-            close(io->efd);
-            free(io);
+        ring->efd = WEFT__FAULT("uring.eventfd") ? -1 : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (ring->efd < 0) {
+            free(ring);
             goto fail;
         }
-        pthread_mutex_init(&io->cmu, NULL);
-        atomic_init(&io->cancel_any, false);
-        pool->workers[i]->io = io;
+        if (ring_init(ring, entries) != 0) {
+            close(ring->efd);
+            free(ring);
+            goto fail;
+        }
+        pthread_mutex_init(&ring->cmu, NULL);
+        atomic_init(&ring->cancel_any, false);
+        pool->workers[i]->ring = ring;
         if (i == 0) {
-            probe = io_uring_get_probe_ring(&io->ring);
+            probe = io_uring_get_probe_ring(&ring->uring);
             atomic_store_explicit(&msg_ring_ok,
                                   probe && io_uring_opcode_supported(probe, IORING_OP_MSG_RING),
                                   memory_order_relaxed);
@@ -145,162 +145,162 @@ void weft__uring_pool_free(weft_pool *pool)
     bool dead = atomic_load_explicit(&pool->dead, memory_order_relaxed) != 0;
     for (unsigned i = 0; i < pool->nthreads; i++) {
         struct weft__worker *w = pool->workers ? pool->workers[i] : NULL;
-        if (!w || !w->io)
+        if (!w || !w->ring)
             continue;
-        struct weft__io *io = w->io;
+        struct weft__ring *ring = w->ring;
         if (dead) {
             /* Forked child: the ring's memory was not inherited. */
-            close(io->ring.ring_fd);
+            close(ring->uring.ring_fd);
         } else {
-            io_uring_queue_exit(&io->ring);
-            pthread_mutex_destroy(&io->cmu);
+            io_uring_queue_exit(&ring->uring);
+            pthread_mutex_destroy(&ring->cmu);
         }
-        close(io->efd);
-        free(io);
-        w->io = NULL;
+        close(ring->efd);
+        free(ring);
+        w->ring = NULL;
     }
 }
 
-static struct io_uring_sqe *get_sqe(struct weft__io *io)
+static struct io_uring_sqe *get_sqe(struct weft__ring *ring)
 {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&io->ring);
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&ring->uring);
     if (!sqe) {
-        io_uring_submit(&io->ring); /* full: make room */
-        sqe = io_uring_get_sqe(&io->ring);
+        io_uring_submit(&ring->uring); /* full: make room */
+        sqe = io_uring_get_sqe(&ring->uring);
     }
     return sqe;
 }
 
-static void arm_efd(struct weft__io *io)
+static void arm_efd(struct weft__ring *ring)
 {
-    struct io_uring_sqe *sqe = get_sqe(io);
+    struct io_uring_sqe *sqe = get_sqe(ring);
     if (!sqe)
         return; /* next time */
-    io_uring_prep_read(sqe, io->efd, &io->ebuf, sizeof(io->ebuf), 0);
+    io_uring_prep_read(sqe, ring->efd, &ring->ebuf, sizeof(ring->ebuf), 0);
     io_uring_sqe_set_data64(sqe, UD_EFD);
-    io->efd_armed = true;
+    ring->efd_armed = true;
 }
 
 void weft__io_thread_init(struct weft__worker *w)
 {
-    struct weft__io *io = w->io;
-    if (!io)
+    struct weft__ring *ring = w->ring;
+    if (!ring)
         return;
     /* liburing 2.3 has no io_uring_enable_rings(): the register call itself. */
-    if (syscall(__NR_io_uring_register, io->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS,
+    if (syscall(__NR_io_uring_register, ring->uring.ring_fd, IORING_REGISTER_ENABLE_RINGS,
                 NULL, 0) < 0) {
         /* Should not happen; this worker's tasks then use the blocking backend. */
-        w->io = NULL;
-        io_uring_queue_exit(&io->ring);
-        close(io->efd);
-        pthread_mutex_destroy(&io->cmu);
-        free(io);
+        w->ring = NULL;
+        io_uring_queue_exit(&ring->uring);
+        close(ring->efd);
+        pthread_mutex_destroy(&ring->cmu);
+        free(ring);
         return;
     }
-    io->enabled = true;
-    if (io_uring_register_files_sparse(&io->ring, NSLOTS) == 0) {
+    ring->enabled = true;
+    if (io_uring_register_files_sparse(&ring->uring, NSLOTS) == 0) {
         for (unsigned k = 0; k < NSLOTS; k++)
-            io->free_slot[io->nfree_slot++] = NSLOTS - 1 - k;
+            ring->free_slot[ring->nfree_slot++] = NSLOTS - 1 - k;
     }
-    arm_efd(io);
-    io_uring_submit(&io->ring);
+    arm_efd(ring);
+    io_uring_submit(&ring->uring);
 }
 
 bool weft__io_pending(struct weft__worker *w)
 {
-    struct weft__io *io = w->io;
-    return io_uring_sq_ready(&io->ring) != 0 ||
-           atomic_load_explicit(&io->cancel_any, memory_order_relaxed);
+    struct weft__ring *ring = w->ring;
+    return io_uring_sq_ready(&ring->uring) != 0 ||
+           atomic_load_explicit(&ring->cancel_any, memory_order_relaxed);
 }
 
 /* Owner: submit a cancel for every operation on the inbox that is still in flight. */
-static void drain_cancels(struct weft__io *io)
+static void drain_cancels(struct weft__ring *ring)
 {
-    pthread_mutex_lock(&io->cmu);
+    pthread_mutex_lock(&ring->cmu);
     /* Relaxed: the lock orders the inbox. */
-    atomic_store_explicit(&io->cancel_any, false, memory_order_relaxed);
-    for (unsigned k = 0; k < io->nremote_close; k++) {
-        struct io_uring_sqe *sqe = get_sqe(io);
+    atomic_store_explicit(&ring->cancel_any, false, memory_order_relaxed);
+    for (unsigned k = 0; k < ring->nremote_close; k++) {
+        struct io_uring_sqe *sqe = get_sqe(ring);
         if (!sqe)
             break; /* cannot happen: get_sqe submits to make room */
-        io_uring_prep_close_direct(sqe, io->remote_close[k]);
-        io_uring_sqe_set_data64(sqe, (uint64_t)io->remote_close[k] << 3 | UD_CLOSE);
+        io_uring_prep_close_direct(sqe, ring->remote_close[k]);
+        io_uring_sqe_set_data64(sqe, (uint64_t)ring->remote_close[k] << 3 | UD_CLOSE);
     }
-    io->nremote_close = 0;
-    struct weft__op *op = io->cancel_head;
-    io->cancel_head = NULL;
+    ring->nremote_close = 0;
+    struct weft__op *op = ring->cancel_head;
+    ring->cancel_head = NULL;
     for (; op; op = op->cnext) {
         op->cancel_queued = false;
         if (op->done)
             continue;
-        struct io_uring_sqe *sqe = get_sqe(io);
+        struct io_uring_sqe *sqe = get_sqe(ring);
         if (!sqe)
             continue;
         io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op, 0);
         io_uring_sqe_set_data64(sqe, UD_CANCEL);
     }
-    pthread_mutex_unlock(&io->cmu);
+    pthread_mutex_unlock(&ring->cmu);
 }
 
-static void efd_wake(struct weft__io *io)
+static void efd_wake(struct weft__ring *ring)
 {
     uint64_t one = 1;
-    ssize_t r = write(io->efd, &one, sizeof(one));
+    ssize_t r = write(ring->efd, &one, sizeof(one));
     (void)r; /* EAGAIN: the counter is full, so a wake is pending anyway */
 }
 
 static int reap(struct weft__worker *w)
 {
-    struct weft__io *io = w->io;
+    struct weft__ring *ring = w->ring;
     struct io_uring_cqe *cqe;
     unsigned head, n = 0;
     int ready = 0;
-    io_uring_for_each_cqe(&io->ring, head, cqe) {
+    io_uring_for_each_cqe(&ring->uring, head, cqe) {
         n++;
         uint64_t ud = cqe->user_data;
         if (ud == UD_WAKE || ud == UD_CANCEL)
             continue;
         if (ud == UD_EFD) {
-            io->efd_armed = false;
+            ring->efd_armed = false;
             continue;
         }
         if ((ud & 7) == UD_CLOSE) {
-            io->free_slot[io->nfree_slot++] = (unsigned)(ud >> 3); /* the slot is free */
+            ring->free_slot[ring->nfree_slot++] = (unsigned)(ud >> 3); /* the slot is free */
             continue;
         }
         if ((ud & 7) == UD_MSG) {
             /* Our wake message failed (an overflowing target ring, say): fall back
              * to the target's eventfd, so that the wake is not lost. */
             struct weft__worker *t = (struct weft__worker *)(uintptr_t)(ud & ~(uint64_t)7);
-            efd_wake(t->io);
+            efd_wake(t->ring);
             continue;
         }
         struct weft__op *op = (struct weft__op *)(uintptr_t)ud;
         op->res = cqe->res;
         op->done = true;
-        io->inflight--;
+        ring->inflight--;
         if (op->suspended) {
-            weft__ready_push(w, &op->wait);
+            weft__runq_push_ready(w, &op->wait);
             ready++;
         }
     }
-    io_uring_cq_advance(&io->ring, n);
-    if (!io->efd_armed)
-        arm_efd(io);
+    io_uring_cq_advance(&ring->uring, n);
+    if (!ring->efd_armed)
+        arm_efd(ring);
     return ready;
 }
 
 int weft__io_poll(struct weft__worker *w, bool wait)
 {
-    struct weft__io *io = w->io;
-    if (atomic_load_explicit(&io->cancel_any, memory_order_relaxed))
-        drain_cancels(io);
+    struct weft__ring *ring = w->ring;
+    if (atomic_load_explicit(&ring->cancel_any, memory_order_relaxed))
+        drain_cancels(ring);
     if (wait) {
-        if (!io->efd_armed)
-            arm_efd(io);
-        io_uring_submit_and_wait(&io->ring, 1);
-    } else if (io_uring_sq_ready(&io->ring) != 0 || io->inflight != 0) {
-        io_uring_submit_and_get_events(&io->ring);
+        if (!ring->efd_armed)
+            arm_efd(ring);
+        io_uring_submit_and_wait(&ring->uring, 1);
+    } else if (io_uring_sq_ready(&ring->uring) != 0 || ring->inflight != 0) {
+        io_uring_submit_and_get_events(&ring->uring);
     } else {
         return 0;
     }
@@ -309,20 +309,20 @@ int weft__io_poll(struct weft__worker *w, bool wait)
 
 void weft__io_wake(struct weft__worker *target)
 {
-    struct weft__io *tio = target->io;
+    struct weft__ring *tring = target->ring;
     struct weft__worker *me = weft__current();
-    if (atomic_load_explicit(&msg_ring_ok, memory_order_relaxed) && me && me->io &&
-        me->io->enabled && me != target) {
-        struct io_uring_sqe *sqe = get_sqe(me->io);
+    if (atomic_load_explicit(&msg_ring_ok, memory_order_relaxed) && me && me->ring &&
+        me->ring->enabled && me != target) {
+        struct io_uring_sqe *sqe = get_sqe(me->ring);
         if (sqe) {
-            io_uring_prep_msg_ring(sqe, tio->ring.ring_fd, 0, UD_WAKE, 0);
+            io_uring_prep_msg_ring(sqe, tring->uring.ring_fd, 0, UD_WAKE, 0);
             sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
             io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)target | UD_MSG);
-            io_uring_submit(&me->io->ring);
+            io_uring_submit(&me->ring->uring);
             return;
         }
     }
-    efd_wake(tio);
+    efd_wake(tring);
 }
 
 static void prep(struct io_uring_sqe *sqe, struct weft__op *op)
@@ -390,18 +390,18 @@ int64_t weft__uring_run(struct weft__worker *w, struct weft__op *op)
 
 int64_t weft__uring_submit_wait(struct weft__worker *w, struct weft__op *op)
 {
-    struct weft__io *io = w->io;
-    struct io_uring_sqe *sqe = get_sqe(io);
+    struct weft__ring *ring = w->ring;
+    struct io_uring_sqe *sqe = get_sqe(ring);
     if (!sqe)
         return weft__op_syscall(op);
     prep(sqe, op);
     io_uring_sqe_set_data(sqe, op);
     op->done = false;
     op->suspended = false;
-    io->inflight++;
+    ring->inflight++;
     /* Submit now, with whatever else is queued: a warm-cache operation completes in
      * here and the task need not suspend. */
-    io_uring_submit_and_get_events(&io->ring);
+    io_uring_submit_and_get_events(&ring->uring);
     reap(w);
     if (!op->done && weft__suspend(&op->wait, after_uring, op) != 0) {
         /* No stack to suspend on: wait here, in the ring. */
@@ -415,31 +415,31 @@ int64_t weft__uring_submit_wait(struct weft__worker *w, struct weft__op *op)
 void weft__uring_cancel(struct weft__op *op)
 {
     struct weft__worker *w = op->w;
-    struct weft__io *io = w->io;
-    pthread_mutex_lock(&io->cmu);
+    struct weft__ring *ring = w->ring;
+    pthread_mutex_lock(&ring->cmu);
     if (!op->cancel_queued) {
         op->cancel_queued = true;
-        cancel_list_insert(&io->cancel_head, NULL, op);
+        cancel_list_insert(&ring->cancel_head, NULL, op);
     }
     /* Relaxed: the owner reads the inbox under cmu. */
-    atomic_store_explicit(&io->cancel_any, true, memory_order_relaxed);
-    pthread_mutex_unlock(&io->cmu);
+    atomic_store_explicit(&ring->cancel_any, true, memory_order_relaxed);
+    pthread_mutex_unlock(&ring->cmu);
     /* A running owner sees cancel_any at its next look for work; a parked one is
      * woken. The store above precedes the wake word's release (park.c). */
-    weft__unpark(w);
+    weft__park_wake(w);
 }
 
 void weft__uring_unqueue(struct weft__op *op)
 {
-    struct weft__io *io = op->w ? op->w->io : NULL;
-    if (!io)
+    struct weft__ring *ring = op->w ? op->w->ring : NULL;
+    if (!ring)
         return;
-    pthread_mutex_lock(&io->cmu);
+    pthread_mutex_lock(&ring->cmu);
     if (op->cancel_queued) {
-        cancel_list_remove(&io->cancel_head, NULL, op);
+        cancel_list_remove(&ring->cancel_head, NULL, op);
         op->cancel_queued = false;
     }
-    pthread_mutex_unlock(&io->cmu);
+    pthread_mutex_unlock(&ring->cmu);
 }
 
 /* ------------------------------------------------------------------------------
@@ -462,37 +462,37 @@ void weft__uring_unqueue(struct weft__op *op)
 
 static void close_slot(struct weft__worker *owner, unsigned slot)
 {
-    struct weft__io *io = owner->io;
+    struct weft__ring *ring = owner->ring;
     if (weft__current() == owner) {
-        struct io_uring_sqe *sqe = get_sqe(io);
+        struct io_uring_sqe *sqe = get_sqe(ring);
         if (sqe) {
             io_uring_prep_close_direct(sqe, slot);
             io_uring_sqe_set_data64(sqe, (uint64_t)slot << 3 | UD_CLOSE);
             return;
         }
     }
-    pthread_mutex_lock(&io->cmu);
-    io->remote_close[io->nremote_close++] = slot; /* at most NSLOTS are out */
+    pthread_mutex_lock(&ring->cmu);
+    ring->remote_close[ring->nremote_close++] = slot; /* at most NSLOTS are out */
     /* Relaxed: the owner reads the list under cmu. */
-    atomic_store_explicit(&io->cancel_any, true, memory_order_relaxed);
-    pthread_mutex_unlock(&io->cmu);
-    weft__unpark(owner);
+    atomic_store_explicit(&ring->cancel_any, true, memory_order_relaxed);
+    pthread_mutex_unlock(&ring->cmu);
+    weft__park_wake(owner);
 }
 
 int weft__uring_read_file(struct weft__worker *w, const char *path, void **data,
                           size_t *size)
 {
-    struct weft__io *io = w->io;
-    if (!io || io->nfree_slot == 0)
+    struct weft__ring *ring = w->ring;
+    if (!ring || ring->nfree_slot == 0)
         return -ENOSYS;
     char *buf = WEFT__FAULT("uring.read_file") ? NULL : malloc(RF_GUESS + RF_PROBE + 1);
     if (!buf)
         return -ENOMEM;
     struct io_uring_sqe *sqe[3];
-    if (io_uring_sq_space_left(&io->ring) < 3)
-        io_uring_submit(&io->ring);
+    if (io_uring_sq_space_left(&ring->uring) < 3)
+        io_uring_submit(&ring->uring);
     for (int k = 0; k < 3; k++)
-        sqe[k] = io_uring_get_sqe(&io->ring);
+        sqe[k] = io_uring_get_sqe(&ring->uring);
     if (!sqe[0] || !sqe[1] || !sqe[2]) {
         /* Cannot happen after the submit above; give the entries back as no-ops. */
         for (int k = 0; k < 3; k++)
@@ -503,7 +503,7 @@ int weft__uring_read_file(struct weft__worker *w, const char *path, void **data,
         free(buf);
         return -ENOSYS;
     }
-    unsigned slot = io->free_slot[--io->nfree_slot];
+    unsigned slot = ring->free_slot[--ring->nfree_slot];
     struct weft__op op[3];
     memset(op, 0, sizeof(op));
     /* No O_CLOEXEC: direct descriptors are not in the fd table (it is EINVAL). */
@@ -517,8 +517,8 @@ int weft__uring_read_file(struct weft__worker *w, const char *path, void **data,
         op[k].w = w;
         io_uring_sqe_set_data(sqe[k], &op[k]);
     }
-    io->inflight += 3;
-    io_uring_submit_and_get_events(&io->ring);
+    ring->inflight += 3;
+    io_uring_submit_and_get_events(&ring->uring);
     reap(w);
     /* A chain completes in order: the last one done means all three are. */
     if (!op[2].done && weft__suspend(&op[2].wait, after_uring, &op[2]) != 0) {
@@ -530,7 +530,7 @@ int weft__uring_read_file(struct weft__worker *w, const char *path, void **data,
     if (op[0].res < 0) {
         /* Nothing was opened: the slot is free at once, on its owner. */
         if (now == w)
-            io->free_slot[io->nfree_slot++] = slot;
+            ring->free_slot[ring->nfree_slot++] = slot;
         else
             close_slot(w, slot); /* closing an empty slot just frees it */
         free(buf);

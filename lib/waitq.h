@@ -51,7 +51,7 @@ struct weft__waiter {
 /* The short lock of an event or channel: bit WEFT__LOCKED of a word whose other
  * bits the object may use (an event keeps its set bit beside it, so that one store
  * can set the event and unlock it: the setter's last access). A test-and-test-and-set
- * lock, as the ready queues' (sched.c): critical sections are a few loads and stores
+ * lock, as the ready queues' (runq.c): critical sections are a few loads and stores
  * and a memcpy of one element. A holder preempted mid-section is waited for with
  * sched_yield. */
 #define WEFT__LOCKED 2u

@@ -1,94 +1,187 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The worker loop.
+ * The worker thread: its identity (weft__self and its readers), its start, its steal
+ * order, the dispatch loop at the bottom of every fiber, and the search for work.
  *
  * A worker looks for work in this order: its own deque (newest first: the job it
  * pushed last is the one whose data is in cache), other workers' deques (oldest
  * first: the biggest pieces), victims nearest first by topology with a random start
  * within each distance class, then the pool's injector (jobs from outside threads).
  * After a bounded search (a few rounds with growing pauses, then yields) it parks
- * (park.c). The same loop serves three kinds of waiting, so there is one protocol:
- * the thread's main loop (until the pool stops), a join whose job was stolen (until
- * the job's latch is set), and a scope (until its last task finishes). Waiting is
- * always "help until a latch is set" (the pool's stop word is a latch too).
+ * (park.c). The same search (weft__worker_find_work) serves three kinds of waiting,
+ * so there is one protocol: the dispatch loop (until the pool stops), a join whose
+ * job was stolen (until the job's latch is set), and a scope (until its last task
+ * finishes). Waiting is always "help until a latch is set" (the pool's stop word is
+ * a latch too; latch.c has the waits).
  *
- * Suspended tasks that may run again (sched.c) come first: the worker's own ready
- * queue before its deque, other workers' ready queues before their deques. A worker
- * with a ring (uring.c) submits and reaps there every few jobs, whenever its deque
- * runs dry, and parks inside it.
+ * Suspended tasks that may run again (runq.c) come first: the worker's own ready
+ * queue before its deque, other workers' ready queues before their deques; tasks
+ * that yielded come after the deque. A worker with a ring (uring.c) submits and
+ * reaps there every few jobs, whenever its deque runs dry, and parks inside it.
+ *
+ * The dispatch loop ("loop" alone means a parallel loop, par.c) runs on a fiber
+ * (suspend.c): it takes a job and runs it, and when the job it takes is a resume
+ * job it exits to that task's fiber, since nothing of its own is left on its stack.
+ * The thread itself only starts the first dispatch fiber and gets its stack back
+ * when the pool stops.
  */
 #define _GNU_SOURCE
 #include "pool.h"
 #include "reactor.h"
 #include "jobserver.h"
+#include "fault.h"
 
+#include <errno.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 /* Search rounds before parking: spin with growing pauses, then yield. ~20-50 us. */
 #define SPIN_ROUNDS  16
 #define YIELD_ROUNDS 4
 
+WEFT_API __thread struct weft__worker *weft__self __attribute__((tls_model("initial-exec")));
+
+/* The thread's worker, read out of line (fiber.h, THE HAZARD; weft.h's
+ * WEFT__SELF_AGAIN for the exported one). */
+WEFT__TLS_READER struct weft__worker *weft__current(void)
+{
+    return weft__self;
+}
+
+WEFT_API WEFT__TLS_READER struct weft__worker *weft__self_get(void)
+{
+    return weft__self;
+}
+
 static inline uint64_t rng_next(struct weft__worker *w)
 {
     return weft__rng_next(&w->rng);
 }
 
-void weft__inject(weft_pool *pool, struct weft__job *job)
-{
-    pthread_mutex_lock(&pool->inj_mu);
-    weft__jobq_push(&pool->inj, job);
-    atomic_store_explicit(&pool->inj_len,
-                          atomic_load_explicit(&pool->inj_len, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-    pthread_mutex_unlock(&pool->inj_mu);
-    /* StoreLoad between the injection and the parking-word load; pairs with the
-     * RMW + heavy barrier in weft__park(). Not a hot path: a plain fence. */
-    atomic_thread_fence(memory_order_seq_cst);
-    weft__notify_work(pool);
-}
+/* ------------------------------------------------------------------------------
+ * The thread
+ * ---------------------------------------------------------------------------- */
 
-struct weft__job *weft__inject_pop(weft_pool *pool)
+int weft__worker_victims_init(weft_pool *pool, struct weft__worker *w)
 {
-    if (atomic_load_explicit(&pool->inj_len, memory_order_relaxed) == 0)
-        return NULL;
-    pthread_mutex_lock(&pool->inj_mu);
-    struct weft__job *job = weft__jobq_pop(&pool->inj);
-    struct weft__job *ret = NULL;
-    if (job) {
-        ret = job->scope ? weft__tag_frame(job) : job;
-        atomic_store_explicit(&pool->inj_len,
-                              atomic_load_explicit(&pool->inj_len, memory_order_relaxed) - 1,
-                              memory_order_relaxed);
+    unsigned n = pool->nthreads;
+    w->victims = WEFT__FAULT("pool.victims") ? NULL : calloc(n ? n : 1, sizeof(unsigned));
+    w->group_end = WEFT__FAULT("pool.victims") ? NULL : calloc(n ? n : 1, sizeof(unsigned));
+    if (!w->victims || !w->group_end)
+        return -ENOMEM;
+    unsigned k = 0;
+    for (unsigned v = 0; v < n; v++)
+        if (v != w->id)
+            w->victims[k++] = v;
+    /* Insertion sort by distance class, then id: n is small and this runs once. */
+    for (unsigned i = 1; i < k; i++) {
+        unsigned v = w->victims[i], dv = weft__topo_distance(pool->topo, w->id, v), j = i;
+        while (j > 0 && weft__topo_distance(pool->topo, w->id, w->victims[j - 1]) > dv) {
+            w->victims[j] = w->victims[j - 1];
+            j--;
+        }
+        w->victims[j] = v;
     }
-    pthread_mutex_unlock(&pool->inj_mu);
-    return ret;
+    w->ngroups = 0;
+    for (unsigned i = 0; i < k; i++)
+        if (i + 1 == k || weft__topo_distance(pool->topo, w->id, w->victims[i]) !=
+                              weft__topo_distance(pool->topo, w->id, w->victims[i + 1]))
+            w->group_end[w->ngroups++] = i + 1;
+    return 0;
 }
 
-/* After the heavy barrier: is there anything a worker could take? */
-bool weft__work_visible(weft_pool *pool)
+#ifdef WEFT_HAVE_FIBERS
+/* The dispatch loop. Runs on a fiber; every fiber's bottom frame is one. */
+static noreturn void dispatch_loop(void)
 {
-    if (atomic_load_explicit(&pool->inj_len, memory_order_relaxed) != 0)
-        return true;
-    for (unsigned i = 0; i < pool->nthreads; i++)
-        if (weft__deque_looks_stealable(&pool->workers[i]->dq) ||
-            atomic_load_explicit(&pool->workers[i]->ready_len, memory_order_relaxed) != 0 ||
-            atomic_load_explicit(&pool->workers[i]->yield_len, memory_order_relaxed) != 0)
-            return true;
-    return false;
+    for (;;) {
+        struct weft__worker *w = weft__current();
+        weft_pool *pool = w->pool;
+        if (weft__latch_is_set(&pool->stop))
+            weft__suspend_exit_to(w, &w->thread_fiber);
+        struct weft__job *job = weft__worker_find_work(w, &pool->stop, INT64_MIN);
+        if (!job)
+            continue;
+        if (weft__is_resume(job)) /* nothing of ours is left on this stack */
+            weft__suspend_exit_to(w, weft__runq_wait_of(job)->fiber);
+        w->dq.scope = NULL;
+        weft__worker_run_job(w, job);
+    }
 }
+
+noreturn void weft__worker_fiber_main(void *arg, void *msg)
+{
+    (void)arg;
+    (void)msg;
+    weft__suspend_after_switch(weft__current());
+    dispatch_loop();
+}
+#endif
+
+/* The thread's work: the dispatch loop on fibers until the pool stops. */
+static void worker_run(struct weft__worker *w)
+{
+#ifdef WEFT_HAVE_FIBERS
+    weft__fiber_init_thread(&w->thread_fiber);
+    w->fiber = &w->thread_fiber;
+    struct weft__fiber *f = weft__suspend_dispatch_fiber(w);
+    if (f) {
+        struct weft__wait none;
+        weft__suspend_switch(w, f, NULL, &none, NULL);
+        /* Back on the thread stack: the pool stops. The after action freed the
+         * last dispatch fiber; the spares go now. */
+        weft__suspend_worker_fini(w);
+        return;
+    }
+    /* No stack: run the loop on this thread's stack; nothing can suspend. */
+    fprintf(stderr, "weft: no memory for a worker stack; tasks will not suspend\n");
+    w->fiber = NULL;
+#endif
+    while (!weft__latch_is_set(&w->pool->stop)) {
+        struct weft__job *job = weft__worker_find_work(w, &w->pool->stop, INT64_MIN);
+        if (job)
+            weft__worker_run_job(w, job);
+    }
+}
+
+void *weft__worker_main(void *p)
+{
+    struct weft__worker *w = p;
+    weft_pool *pool = w->pool;
+    weft__self = w;
+    char name[16];
+    snprintf(name, sizeof(name), "weft-%u", w->id); /* shows in top -H, gdb, perf */
+    pthread_setname_np(pthread_self(), name);
+    if (pool->flags & WEFT_POOL_PIN)
+        (void)weft__topo_pin(pool->topo, w->id); /* best effort: a cpuset may forbid it */
+    weft__io_thread_init(w);
+    weft__obs_thread_start(w);  /* stats.c: clocks, trace buffer */
+    if (pool->on_worker_start)
+        pool->on_worker_start(w->id, pool->hook_arg);
+    weft__js_thread_start(w);   /* with a jobserver: a token first */
+    worker_run(w);
+    if (pool->on_worker_stop)
+        pool->on_worker_stop(w->id, pool->hook_arg);
+    weft__self = NULL;
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------
+ * Running and finding jobs
+ * ---------------------------------------------------------------------------- */
 
 /* job: as a deque slot holds it (spawned frames tagged). */
-void weft__run_job(struct weft__worker *w, struct weft__job *job)
+void weft__worker_run_job(struct weft__worker *w, struct weft__job *job)
 {
     if (WEFT_UNLIKELY(w->trace != NULL)) {
         weft__trace_run_job(w, job); /* trace.c: the same, in a slice of its own */
         return;
     }
-    weft__run_job_plain(w, job);
+    weft__worker_run_job_plain(w, job);
 }
 
-void weft__run_job_plain(struct weft__worker *w, struct weft__job *job)
+void weft__worker_run_job_plain(struct weft__worker *w, struct weft__job *job)
 {
     WEFT_ASSERT(!weft__is_resume(job));
     if ((uintptr_t)job & WEFT__FRAME_TAG) {
@@ -112,7 +205,7 @@ void weft__run_job_plain(struct weft__worker *w, struct weft__job *job)
  * work: try again at once). */
 static struct weft__job *steal_from(struct weft__worker *w, struct weft__worker *v)
 {
-    struct weft__job *job = weft__ready_pop(v);
+    struct weft__job *job = weft__runq_pop_ready(v);
     if (job)
         return job;
     while ((job = weft__deque_steal(&v->dq)) == WEFT__STEAL_ABORT)
@@ -153,7 +246,7 @@ static struct weft__job *steal_round(struct weft__worker *w)
     /* Tasks that yielded come last: they wait for other work by definition, and
      * moving one moves its cold stack to this core. */
     for (unsigned k = 0; k < nv; k++) {
-        job = weft__yield_pop(pool->workers[w->victims[k]]);
+        job = weft__runq_pop_yielded(pool->workers[w->victims[k]]);
         if (job)
             return job;
     }
@@ -168,16 +261,16 @@ static struct weft__job *steal_round(struct weft__worker *w)
 
 /* One job to run, or NULL once until is set (after parking, possibly). Local jobs
  * are taken only above floor: see latch.c's wait_helping and scope.c. */
-struct weft__job *weft__find_work(struct weft__worker *w, const struct weft__latch *until,
-                                  int64_t floor)
+struct weft__job *weft__worker_find_work(struct weft__worker *w,
+                                         const struct weft__latch *until, int64_t floor)
 {
     struct weft__job *job;
     WEFT_ASSERT(!w->searching); /* the early returns below do not stop searching */
-    if (w->io && (++w->tick >= IO_EVERY || weft__io_pending(w))) {
+    if (w->ring && (++w->tick >= IO_EVERY || weft__io_pending(w))) {
         w->tick = 0;
         weft__io_poll(w, false);
     }
-    job = weft__ready_pop(w);
+    job = weft__runq_pop_ready(w);
     if (job)
         return job;
     /* Work from outside threads is looked at every INJECT_EVERY jobs even while
@@ -186,18 +279,18 @@ struct weft__job *weft__find_work(struct weft__worker *w, const struct weft__lat
      * runnable run first (weft.h), the injector included. */
     if (WEFT_UNLIKELY(++w->inj_tick >= INJECT_EVERY)) {
         w->inj_tick = 0;
-        if ((job = weft__inject_pop(w->pool)))
+        if ((job = weft__runq_pop_injected(w->pool)))
             return job;
     }
-    if (weft__yield_first(w) && ((job = weft__inject_pop(w->pool)) || (job = weft__yield_pop(w))))
+    if (weft__runq_yield_first(w) && ((job = weft__runq_pop_injected(w->pool)) || (job = weft__runq_pop_yielded(w))))
         return job;
     if (atomic_load_explicit(&w->dq.bottom, memory_order_relaxed) > floor) /* owner's own */
         job = weft__deque_pop(&w->dq);
     if (job)
         return job;
-    if (w->io && weft__io_poll(w, false) > 0 && (job = weft__ready_pop(w)))
+    if (w->ring && weft__io_poll(w, false) > 0 && (job = weft__runq_pop_ready(w)))
         return job;
-    if ((job = weft__inject_pop(w->pool)) || (job = weft__yield_pop(w)))
+    if ((job = weft__runq_pop_injected(w->pool)) || (job = weft__runq_pop_yielded(w)))
         return job;
     /* We stop running our own jobs (none, or only some below floor): let thieves
      * have whatever is private (deque.c). */
@@ -209,24 +302,24 @@ struct weft__job *weft__find_work(struct weft__worker *w, const struct weft__lat
      * per node on 2 workers ran 10x slower that way: benchmarks/kernels nqueens). */
     if (weft__latch_is_set(until))
         return NULL;
-    weft__start_searching(w);
+    weft__park_search_begin(w);
     for (;;) {
         for (unsigned round = 0; round < SPIN_ROUNDS + YIELD_ROUNDS; round++) {
             /* Our own ready queue too: a blocking thread or another worker may
              * have made one of our tasks ready while we search. */
-            job = weft__ready_pop(w);
+            job = weft__runq_pop_ready(w);
             if (!job)
                 job = steal_round(w);
             if (!job)
-                job = weft__inject_pop(w->pool);
-            if (!job && w->io && (round & 3) == 3 && weft__io_poll(w, false) > 0)
-                job = weft__ready_pop(w);
+                job = weft__runq_pop_injected(w->pool);
+            if (!job && w->ring && (round & 3) == 3 && weft__io_poll(w, false) > 0)
+                job = weft__runq_pop_ready(w);
             if (job) {
-                weft__stop_searching(w);
+                weft__park_search_end(w);
                 return job;
             }
             if (weft__latch_is_set(until)) {
-                weft__stop_searching(w);
+                weft__park_search_end(w);
                 return NULL;
             }
             weft__obs_searching(w); /* stats.c: time searches from here */
@@ -239,13 +332,13 @@ struct weft__job *weft__find_work(struct weft__worker *w, const struct weft__lat
         }
         weft__park(w, until);
         weft__js_wake(w);       /* jobserver.c: a token before any work */
-        job = weft__ready_pop(w); /* parked in the ring: completions came in */
+        job = weft__runq_pop_ready(w); /* parked in the ring: completions came in */
         if (job) {
-            weft__stop_searching(w);
+            weft__park_search_end(w);
             return job;
         }
         if (weft__latch_is_set(until)) {
-            weft__stop_searching(w);
+            weft__park_search_end(w);
             return NULL;
         }
     }

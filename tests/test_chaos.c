@@ -216,7 +216,7 @@ static __attribute__((noinline)) void deep_join(uint64_t *rng)
     }
     volatile char *p = alloca(pad + 1);
     p[0] = 0;
-    if (w && weft__stack_low(w))
+    if (w && weft__suspend_stack_low(w))
         atomic_fetch_add_explicit(&stats_low, 1, memory_order_relaxed);
     struct spin_arg a = {rnd(rng), NULL}, b = {rnd(rng), w};
     weft_join(spin_fn, &a, spin_fn, &b);

@@ -380,7 +380,7 @@ static void race_run(size_t n, bool pops, uint64_t seed, unsigned rounds_of_burs
         }
         if (((x >> 12) & 7) == 0)
             noise(&rng);
-        /* A thief's request, or now and then unasked, as the worker loop does. */
+        /* A thief's request, or now and then unasked, as the dispatch loop does. */
         if (atomic_exchange_explicit(&r->dq->poke, 0, memory_order_relaxed) || ((x >> 16) & 7) == 0)
             weft__deque_publish(r->dq);
     }

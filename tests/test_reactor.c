@@ -1572,7 +1572,7 @@ Test(reactor, destroy_drains_suspended_tasks, .timeout = 60)
  * after the workload the stacks are back in the pool's cache, which keeps at most its
  * cap of them mapped. Not all of them are free: a worker's loop itself runs on a stack of the cache
  * (DESIGN.md: "continues its loop on a fresh stack from a pool") and keeps up to
- * WEFT__SPARE_FIBERS more as spares (lib/sched.c), so up to 1 + WEFT__SPARE_FIBERS
+ * WEFT__SPARE_FIBERS more as spares (lib/suspend.c), so up to 1 + WEFT__SPARE_FIBERS
  * per worker stay in use while the pool lives. STACKS_PER_WORKER * workers + 1
  * workloads in a row then catch a leak of even one stack each.
  * ---------------------------------------------------------------------------- */
@@ -1900,7 +1900,7 @@ Test(reactor, io_ops_counted, .timeout = 60)
  * 12. Many waiting loop items on small stacks: a loop splits after an item waited,
  * and joins and waits ran the halves on top of themselves, so the stack grew with
  * the waits (weft-hash -j1 crashed in weft_statx). Waits now stop helping and
- * suspend when their stack runs low (lib/sched.c), and loops split after a wait
+ * suspend when their stack runs low (lib/suspend.c), and loops split after a wait
  * only when their worker has nothing queued (lib/par.c). Without the first, and
  * with every wait splitting, this test crashed (checked by hand).
  * ---------------------------------------------------------------------------- */

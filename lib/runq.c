@@ -1,0 +1,175 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The run queues besides the deques: what a worker can take that is not a job on
+ * some deque.
+ *
+ *  - Each worker's ready queue: suspended tasks that may run again (a latch they
+ *    wait on was set, their I/O completed). FIFO; any thread pushes (a setter, a
+ *    blocking thread, another worker), the owner pops first and thieves pop when
+ *    stealing (worker.c). A worker looks there before its deque: running a ready
+ *    task first bounds the number of stacks held by suspended tasks (100 000 tasks
+ *    that each yield hold two stacks, not 100 000).
+ *  - Each worker's yield queue: tasks that called weft_yield, taken after the deque
+ *    (so a task spinning on weft_yield lets new work run) unless too many wait.
+ *  - The pool's injector: jobs from threads that are not workers of the pool
+ *    (weft_run, a spawn from outside), under a mutex: not a hot path.
+ *
+ * The ready and yield queues of a worker share one lock, a test-and-test-and-set
+ * spinlock: its critical sections are a few loads and stores, and a pthread mutex
+ * cost 38% of a yield's time here (perf, 100 000 tasks yielding on 2 workers), this
+ * about a third of that. A holder preempted mid-section (oversubscribed pools) is
+ * waited for with sched_yield after a short spin. Each queue keeps its length in an
+ * atomic beside it, written under the lock and read without it as a hint: a pop
+ * looks at the length before it takes the lock, and a parker's last look
+ * (weft__runq_work_visible) reads only lengths.
+ *
+ * A push is a publication the parking protocol must see (park.c): the owner's push
+ * ends as a deque push does (weft__after_push, weft.h), any other thread's with a
+ * full fence and a look at the parking word (weft__park_notify).
+ *
+ * Resume jobs: a pop hands out the suspended task's wait record with both tag bits
+ * set (WEFT__RESUME_TAG, runq.h), so that whoever takes it from find_work knows to
+ * switch to its fiber rather than call it.
+ */
+#define _GNU_SOURCE
+#include "pool.h"
+
+#include <sched.h>
+
+/* The ready queues' lock (see the top of the file). */
+static inline void rq_lock(struct weft__worker *w)
+{
+    /* Acquire: pairs with the release in rq_unlock(). */
+    while (atomic_exchange_explicit(&w->ready_lock, 1, memory_order_acquire) != 0) {
+        for (unsigned k = 0; atomic_load_explicit(&w->ready_lock, memory_order_relaxed); k++) {
+            if (k < 64)
+                weft__cpu_relax();
+            else
+                sched_yield();
+        }
+    }
+}
+
+static inline void rq_unlock(struct weft__worker *w)
+{
+    /* Release: pairs with the acquire exchange in rq_lock(). */
+    atomic_store_explicit(&w->ready_lock, 0, memory_order_release);
+}
+
+static void queue_push(struct weft__worker *w, struct weft__jobq *q, _Atomic(size_t) *len,
+                       struct weft__wait *wt)
+{
+    rq_lock(w);
+    weft__jobq_push(q, &wt->job);
+    /* Relaxed: written under the lock; read without it only as a hint (and by
+     * parkers, ordered by the protocol below). */
+    atomic_store_explicit(len, atomic_load_explicit(len, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    rq_unlock(w);
+    if (w == weft__current()) {
+        weft__after_push(w); /* the owner: as a deque push, for the length store */
+        return;
+    }
+    /* Another thread: StoreLoad between the queue's length and the parking word;
+     * pairs with the RMW + heavy barrier in weft__park() before its last look
+     * (weft__runq_work_visible). */
+    atomic_thread_fence(memory_order_seq_cst);
+    weft__park_notify(w->pool);
+}
+
+static struct weft__job *queue_pop(struct weft__worker *w, struct weft__jobq *q,
+                                   _Atomic(size_t) *len)
+{
+    if (atomic_load_explicit(len, memory_order_relaxed) == 0)
+        return NULL;
+    rq_lock(w);
+    struct weft__job *j = weft__jobq_pop(q);
+    if (j)
+        atomic_store_explicit(len, atomic_load_explicit(len, memory_order_relaxed) - 1,
+                              memory_order_relaxed);
+    rq_unlock(w);
+    return j ? (struct weft__job *)((uintptr_t)j | WEFT__RESUME_TAG) : NULL;
+}
+
+void weft__runq_push_ready(struct weft__worker *w, struct weft__wait *wt)
+{
+    queue_push(w, &w->ready, &w->ready_len, wt);
+}
+
+struct weft__job *weft__runq_pop_ready(struct weft__worker *w)
+{
+    return queue_pop(w, &w->ready, &w->ready_len);
+}
+
+void weft__runq_ready(struct weft__worker *hint, struct weft__wait *wt)
+{
+    struct weft__worker *w = weft__current();
+    if (!hint)
+        hint = wt->home;
+    if (!w || w->pool != hint->pool)
+        w = hint;
+    weft__runq_push_ready(w, wt);
+}
+
+/* Yielded tasks wait behind the deque, so that a task spinning on weft_yield lets
+ * new work run; but each holds a stack, so past this many per worker they go first
+ * (100 000 tasks that each yield then hold a few stacks per worker, not 100 000). */
+#define YIELD_MAX_PER_WORKER 4u
+
+bool weft__runq_yield_first(struct weft__worker *w)
+{
+    return atomic_load_explicit(&w->yield_len, memory_order_relaxed) >= YIELD_MAX_PER_WORKER;
+}
+
+void weft__runq_push_yielded(struct weft__worker *w, struct weft__wait *wt)
+{
+    queue_push(w, &w->yielded, &w->yield_len, wt);
+}
+
+struct weft__job *weft__runq_pop_yielded(struct weft__worker *w)
+{
+    return queue_pop(w, &w->yielded, &w->yield_len);
+}
+
+void weft__runq_inject(weft_pool *pool, struct weft__job *job)
+{
+    pthread_mutex_lock(&pool->inj_mu);
+    weft__jobq_push(&pool->inj, job);
+    atomic_store_explicit(&pool->inj_len,
+                          atomic_load_explicit(&pool->inj_len, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    pthread_mutex_unlock(&pool->inj_mu);
+    /* StoreLoad between the injection and the parking-word load; pairs with the
+     * RMW + heavy barrier in weft__park(). Not a hot path: a plain fence. */
+    atomic_thread_fence(memory_order_seq_cst);
+    weft__park_notify(pool);
+}
+
+struct weft__job *weft__runq_pop_injected(weft_pool *pool)
+{
+    if (atomic_load_explicit(&pool->inj_len, memory_order_relaxed) == 0)
+        return NULL;
+    pthread_mutex_lock(&pool->inj_mu);
+    struct weft__job *job = weft__jobq_pop(&pool->inj);
+    struct weft__job *ret = NULL;
+    if (job) {
+        ret = job->scope ? weft__tag_frame(job) : job;
+        atomic_store_explicit(&pool->inj_len,
+                              atomic_load_explicit(&pool->inj_len, memory_order_relaxed) - 1,
+                              memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&pool->inj_mu);
+    return ret;
+}
+
+bool weft__runq_work_visible(weft_pool *pool)
+{
+    if (atomic_load_explicit(&pool->inj_len, memory_order_relaxed) != 0)
+        return true;
+    for (unsigned i = 0; i < pool->nthreads; i++)
+        if (weft__deque_looks_stealable(&pool->workers[i]->dq) ||
+            atomic_load_explicit(&pool->workers[i]->ready_len, memory_order_relaxed) != 0 ||
+            atomic_load_explicit(&pool->workers[i]->yield_len, memory_order_relaxed) != 0)
+            return true;
+    return false;
+}
