@@ -559,3 +559,9 @@ int weft__uring_read_file(struct weft__worker *w, const char *path, void **data,
     return -ENOSYS;
 }
 #endif
+
+/* Test hook (tests/test_reactor.c, test_contract.c): the pool's backend. */
+const char *weft__pool_io_backend(const weft_pool *pool)
+{
+    return pool->uring ? "io_uring" : "blocking";
+}

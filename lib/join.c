@@ -102,3 +102,10 @@ WEFT_API int weft__join_outside(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
     struct join_args j = {a, b, arg_a, arg_b};
     return weft_run(pool, join_tramp, &j);
 }
+
+/* The inline join's out-of-line grow (weft.h), exported: -ENOMEM: no room for the
+ * push; the inline join then runs a and b in order. */
+WEFT_API int weft__deque_reserve(struct weft__worker *w)
+{
+    return weft__deque_grow(&w->dq);
+}

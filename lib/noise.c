@@ -59,7 +59,7 @@ uint64_t weft__noise_seed_worker(uint64_t seed, unsigned i)
     return splitmix(seed ^ ((uint64_t)i << 32));
 }
 
-static uint64_t *thread_rng(void)
+uint64_t *weft__noise_rng(void)
 {
     struct weft__worker *w = weft__self;
     if (w)
@@ -74,7 +74,7 @@ static uint64_t *thread_rng(void)
 
 void weft__noise_point(void)
 {
-    unsigned r = (unsigned)(weft__rng_next(thread_rng()) >> 40) % 16;
+    unsigned r = (unsigned)(weft__rng_next(weft__noise_rng()) >> 40) % 16;
     if (r == 0)
         sched_yield();
     else if (r < 4)

@@ -30,6 +30,10 @@ void weft__noise_point(void);
 bool weft__noise_config(uint64_t *seed);
 /* The first generator state for worker index i of a pool seeded with seed. */
 uint64_t weft__noise_seed_worker(uint64_t seed, unsigned i);
+/* The calling thread's generator for random choices: its worker's (any pool's), or
+ * outside workers a per-thread one seeded from the seed and the order threads
+ * first drew. */
+uint64_t *weft__noise_rng(void);
 /* xorshift64: the next value of an owner-private generator. */
 static inline uint64_t weft__rng_next(uint64_t *state)
 {

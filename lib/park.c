@@ -153,11 +153,8 @@ void weft__park_wake_one(weft_pool *pool)
     /* LIFO: the most recently parked worker has the warmest cache. WEFT_SCHED=random:
      * a sleeper drawn by the waker's generator (noise.c), for other wake orders. */
     unsigned k = pool->nidle - 1;
-    if (WEFT_UNLIKELY(pool->sched_random)) {
-        struct weft__worker *me = weft__self;
-        static __thread uint64_t rng = 0x2545F4914F6CDD1Dull;
-        k = (unsigned)(weft__rng_next(me && me->pool == pool ? &me->rng : &rng) % pool->nidle);
-    }
+    if (WEFT_UNLIKELY(pool->sched_random))
+        k = (unsigned)(weft__rng_next(weft__noise_rng()) % pool->nidle);
     struct weft__worker *w = pool->idle[k];
     remove_idle_locked(pool, k);
     pthread_mutex_unlock(&pool->idle_mu);

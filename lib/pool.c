@@ -1,11 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Pools: creation, the worker threads, destruction, the default pool, fork.
+ * Pools: creation, destruction, the default pool, fork, weft_run. The worker
+ * threads themselves are worker.c's, the figures (weft_pool_stats) stats.c's.
+ *
+ * Creation runs in steps (options, the pool, its workers, the services, the
+ * threads), each a function that returns 0 or -errno and leaves what it could not
+ * finish to pool_free, the one unwind path. Fault injection (fault.h) names each
+ * allocation, and tests/test_fault.c fails every one of them in turn.
  *
  * Lifecycle rules:
  *  - Options: explicit option > environment (WEFT_NUM_THREADS, WEFT_PIN, WEFT_IO,
- *    WEFT_TRACE: trace.c) > default (topo.c). The environment is read at each pool creation; garbage is
- *    ignored with one warning on stderr.
+ *    WEFT_TRACE: trace.c) > default (topo.c). The environment is read at each pool
+ *    creation; garbage is ignored with one warning on stderr.
  *  - Workers start with asynchronous signals blocked, so a program's signal handlers
  *    run on its own threads, never in the middle of a task.
  *  - weft_pool_destroy waits for outside callers (weft_run, weft_scope_run, loops)
@@ -161,32 +167,38 @@ static void stop_workers(weft_pool *pool, unsigned started)
         pthread_join(pool->workers[i]->thread, NULL);
 }
 
-WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
+/* Creation, step 1: the options as given, validated, with the environment's and
+ * the defaults filled in (explicit > environment > default). */
+static int options_resolve(weft_pool_options *o, const weft_pool_options *opts)
 {
-    if (!out)
-        return -EINVAL;
-    *out = NULL;
-    weft_pool_options o = {0};
+    *o = (weft_pool_options){0};
     if (opts)
-        o = *opts;
-    if (o.threads > WEFT_MAX_THREADS || (o.flags & ~(WEFT_POOL_PIN | WEFT_POOL_NO_URING | WEFT_POOL_NO_JOBSERVER)))
+        *o = *opts;
+    if (o->threads > WEFT_MAX_THREADS ||
+        (o->flags & ~(WEFT_POOL_PIN | WEFT_POOL_NO_URING | WEFT_POOL_NO_JOBSERVER)))
         return -EINVAL;
     pthread_once(&global_once, global_init);
     if (topo_err)
         return topo_err;
-    if (!o.threads)
-        o.threads = env_threads();
-    if (!o.threads)
-        o.threads = weft__topo_default_threads(&topo);
+    if (!o->threads)
+        o->threads = env_threads();
+    if (!o->threads)
+        o->threads = weft__topo_default_threads(&topo);
     if (env_flag("WEFT_PIN", "1"))
-        o.flags |= WEFT_POOL_PIN;
+        o->flags |= WEFT_POOL_PIN;
     if (env_flag("WEFT_IO", "blocking"))
-        o.flags |= WEFT_POOL_NO_URING;
+        o->flags |= WEFT_POOL_NO_URING;
+    return 0;
+}
 
+/* Step 2: the pool itself, its locks and arrays; *seed: WEFT_SCHED's (noise.c).
+ * NULL without memory (nothing to free then). */
+static weft_pool *pool_alloc(const weft_pool_options *o, uint64_t *seed)
+{
     weft_pool *pool = WEFT__FAULT("pool.pool") ? NULL
                     : aligned_alloc(64, (sizeof(*pool) + 63) & ~(size_t)63);
     if (!pool)
-        return -ENOMEM;
+        return NULL;
     memset(pool, 0, sizeof(*pool));
     pthread_mutex_init(&pool->idle_mu, NULL);
     pthread_mutex_init(&pool->inj_mu, NULL);
@@ -197,25 +209,26 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
     atomic_init(&pool->dead, 0);
     atomic_init(&pool->outside, 0);
     atomic_init(&pool->ext_spawns, 0);
-    pool->nthreads = o.threads;
-    uint64_t seed = 0;
-    pool->sched_random = weft__noise_config(&seed);
-    pool->flags = o.flags;
+    pool->nthreads = o->threads;
+    pool->sched_random = weft__noise_config(seed);
+    pool->flags = o->flags;
     pool->topo = &topo;
     pool->workers = WEFT__FAULT("pool.arrays") ? NULL
-                                               : calloc(o.threads, sizeof(*pool->workers));
-    pool->idle = WEFT__FAULT("pool.arrays") ? NULL : calloc(o.threads, sizeof(*pool->idle));
-    if (!pool->workers || !pool->idle) {
-        pool_free(pool);
+                                               : calloc(o->threads, sizeof(*pool->workers));
+    pool->idle = WEFT__FAULT("pool.arrays") ? NULL : calloc(o->threads, sizeof(*pool->idle));
+    return pool;
+}
+
+/* Step 3: the workers (not their threads yet). 0 or -ENOMEM; pool_free undoes it. */
+static int workers_alloc(weft_pool *pool, uint64_t seed)
+{
+    if (!pool->workers || !pool->idle)
         return -ENOMEM;
-    }
-    for (unsigned i = 0; i < o.threads; i++) {
+    for (unsigned i = 0; i < pool->nthreads; i++) {
         struct weft__worker *w = WEFT__FAULT("pool.worker") ? NULL
                                : aligned_alloc(64, (sizeof(*w) + 63) & ~(size_t)63);
-        if (!w) {
-            pool_free(pool);
+        if (!w)
             return -ENOMEM;
-        }
         memset(w, 0, sizeof(*w));
         pool->workers[i] = w;
         w->pool = pool;
@@ -228,11 +241,8 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
         atomic_init(&w->ready_lock, 0);
         atomic_init(&w->ready_len, 0);
         atomic_init(&w->yield_len, 0);
-        if (weft__deque_init(&w->dq) != 0 ||
-            weft__worker_victims_init(pool, w) != 0) {
-            pool_free(pool);
+        if (weft__deque_init(&w->dq) != 0 || weft__worker_victims_init(pool, w) != 0)
             return -ENOMEM;
-        }
         /* Each worker's deque counts in its own range of indices, 2^52 apart: a
          * task that suspended and resumed on another worker can then never take
          * that worker's bottom for its own join's (weft.h). 2^52 pushes are weeks
@@ -240,44 +250,47 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
          * it coincides with such a move at exactly the same index. */
         weft__deque_set_base(&w->dq, (int64_t)i << 52);
     }
+    return 0;
+}
 
-    if (weft__js_pool_init(pool, o.flags) != 0) {
-        pool_free(pool);
+/* Step 4: the services the workers use: jobserver tokens, stacks and each worker's
+ * first dispatch fiber, the hooks, the trace, the reactor, the timer. 0 or -errno;
+ * pool_free undoes it. */
+static int services_init(weft_pool *pool, const weft_pool_options *o)
+{
+    if (weft__js_pool_init(pool, o->flags) != 0)
         return -ENOMEM;
-    }
 #ifdef WEFT_HAVE_FIBERS
     /* Every worker runs on a cache stack, and every suspended task holds one: keep
      * a few free per worker for reuse, unmap the rest. */
-    if (weft__stack_cache_init(&pool->stacks, o.stack_size, 16 + 4 * (size_t)o.threads) != 0) {
-        pool_free(pool);
+    if (weft__stack_cache_init(&pool->stacks, o->stack_size, 16 + 4 * (size_t)o->threads) != 0)
         return -EINVAL; /* stack_size too large to map */
-    }
 #endif
     /* Each worker's first dispatch fiber, now: a worker that could not get one later
      * could not run the tasks that suspend elsewhere and resume on it. */
-    for (unsigned i = 0; i < o.threads; i++)
-        if (weft__suspend_worker_init(pool->workers[i]) != 0) {
-            pool_free(pool);
+    for (unsigned i = 0; i < pool->nthreads; i++)
+        if (weft__suspend_worker_init(pool->workers[i]) != 0)
             return -ENOMEM;
-        }
-    pool->on_worker_start = o.on_worker_start;
-    pool->on_worker_stop = o.on_worker_stop;
-    pool->hook_arg = o.hook_arg;
-    int terr = weft__trace_pool_init(pool, o.trace_path); /* WEFT_TRACE, trace.c */
-    if (terr) {
-        pool_free(pool);
-        return terr;
-    }
-    pool->ring_entries = o.ring_entries;
-    if (!(o.flags & WEFT_POOL_NO_URING))
+    pool->on_worker_start = o->on_worker_start;
+    pool->on_worker_stop = o->on_worker_stop;
+    pool->hook_arg = o->hook_arg;
+    int err = weft__trace_pool_init(pool, o->trace_path); /* WEFT_TRACE, trace.c */
+    if (err)
+        return err;
+    pool->ring_entries = o->ring_entries;
+    if (!(o->flags & WEFT_POOL_NO_URING))
         pool->uring = weft__uring_pool_init(pool);
     /* The blocking threads exist on both backends (weft_run_blocking), started
      * on demand; the timer thread too, on the first deadline. */
-    if (weft__blocking_init(pool) != 0 || weft__timer_init(pool) != 0) {
-        pool_free(pool);
+    if (weft__blocking_init(pool) != 0 || weft__timer_init(pool) != 0)
         return -ENOMEM;
-    }
+    return 0;
+}
 
+/* Step 5: the worker threads. 0, or -EAGAIN with every thread started stopped and
+ * joined again. */
+static int workers_start(weft_pool *pool)
+{
     /* Workers inherit this mask: asynchronous signals stay with the program's own
      * threads; faults (SIGSEGV, SIGBUS, ...) stay deliverable. */
     sigset_t all, old;
@@ -289,22 +302,42 @@ WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
     pool->creator_mask = old; /* children spawned from tasks get it back (proc.c) */
     unsigned started = 0;
     int err = 0;
-    for (; started < o.threads; started++) {
+    for (; started < pool->nthreads; started++) {
         struct weft__worker *w = pool->workers[started];
-        int pr = WEFT__FAULT("thread.worker") ? EAGAIN
-                                              : pthread_create(&w->thread, NULL, weft__worker_main, w);
+        int pr = WEFT__FAULT("thread.worker")
+                     ? EAGAIN
+                     : pthread_create(&w->thread, NULL, weft__worker_main, w);
         if (pr != 0) {
             err = -EAGAIN;
             break;
         }
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (err) {
+    if (err)
         stop_workers(pool, started);
+    return err;
+}
+
+WEFT_API int weft_pool_create(weft_pool **out, const weft_pool_options *opts)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    weft_pool_options o;
+    int err = options_resolve(&o, opts);
+    if (err)
+        return err;
+    uint64_t seed = 0;
+    weft_pool *pool = pool_alloc(&o, &seed);
+    if (!pool)
+        return -ENOMEM;
+    /* One unwind path: pool_free frees whatever the steps got (each leaves what it
+     * could not finish in a state pool_free understands). */
+    if ((err = workers_alloc(pool, seed)) != 0 || (err = services_init(pool, &o)) != 0 ||
+        (err = workers_start(pool)) != 0) {
         pool_free(pool);
         return err;
     }
-
     pthread_mutex_lock(&pools_mu);
     pool->next_pool = pools;
     pools = pool;
@@ -450,47 +483,4 @@ WEFT_API int weft_run(weft_pool *pool, weft_fn fn, void *arg)
     /* Release: pairs with the acquire load in weft_pool_destroy(). */
     atomic_fetch_sub_explicit(&pool->outside, 1, memory_order_release);
     return job.result;
-}
-
-WEFT_API void weft_pool_stats(const weft_pool *pool, weft_stats *out)
-{
-    if (!out)
-        return;
-    memset(out, 0, sizeof(*out));
-    if (!pool) {
-        /* NULL: the calling worker's pool, else the default pool if it exists. */
-        struct weft__worker *w = weft__self;
-        if (w) {
-            pool = w->pool;
-        } else {
-            pthread_mutex_lock(&pools_mu);
-            pool = default_pool;
-            pthread_mutex_unlock(&pools_mu);
-        }
-        if (!pool)
-            return;
-    }
-    out->spawns = atomic_load_explicit(&((weft_pool *)pool)->ext_spawns, memory_order_relaxed);
-    for (unsigned i = 0; i < pool->nthreads; i++) {
-        struct weft__counters *c = &pool->workers[i]->stats;
-        out->spawns += atomic_load_explicit(&c->spawns, memory_order_relaxed);
-        out->steals += atomic_load_explicit(&c->steals, memory_order_relaxed);
-        out->steal_fails += atomic_load_explicit(&c->steal_fails, memory_order_relaxed);
-        out->parks += atomic_load_explicit(&c->parks, memory_order_relaxed);
-        out->wakeups += atomic_load_explicit(&c->wakeups, memory_order_relaxed);
-        out->io_ops += atomic_load_explicit(&c->io_ops, memory_order_relaxed);
-    }
-    weft__js_stats(pool, out);
-    weft__stats_pool_extra(pool, out); /* busy, idle, latency (stats.c) */
-}
-
-const char *weft__pool_io_backend(const weft_pool *pool)
-{
-    return pool->uring ? "io_uring" : "blocking";
-}
-
-/* -ENOMEM: no room for the push; the inline join then runs a and b in order. */
-WEFT_API int weft__deque_reserve(struct weft__worker *w)
-{
-    return weft__deque_grow(&w->dq);
 }

@@ -26,6 +26,7 @@
  */
 #define _GNU_SOURCE
 #include "pool.h"
+#include "jobserver.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -138,7 +139,8 @@ static void percentiles(uint32_t *v, size_t n, weft_stats *out)
     out->latency_p99_ns = v[(99 * n + 99) / 100 - 1];
 }
 
-void weft__stats_pool_extra(const weft_pool *pool, weft_stats *out)
+/* weft_pool_stats: the time and latency fields. */
+static void pool_extra(const weft_pool *pool, weft_stats *out)
 {
     for (unsigned i = 0; i < pool->nthreads; i++)
         add_times(pool->workers[i], out);
@@ -151,6 +153,33 @@ void weft__stats_pool_extra(const weft_pool *pool, weft_stats *out)
     percentiles(v, n, out);
     free(v);
 }
+
+WEFT_API void weft_pool_stats(const weft_pool *pool, weft_stats *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof(*out));
+    if (!pool) {
+        /* NULL: the calling worker's pool, else the default pool if it exists. */
+        struct weft__worker *w = weft__self;
+        pool = w ? w->pool : weft__default_pool_peek();
+        if (!pool)
+            return;
+    }
+    out->spawns = atomic_load_explicit(&((weft_pool *)pool)->ext_spawns, memory_order_relaxed);
+    for (unsigned i = 0; i < pool->nthreads; i++) {
+        struct weft__counters *c = &pool->workers[i]->stats;
+        out->spawns += atomic_load_explicit(&c->spawns, memory_order_relaxed);
+        out->steals += atomic_load_explicit(&c->steals, memory_order_relaxed);
+        out->steal_fails += atomic_load_explicit(&c->steal_fails, memory_order_relaxed);
+        out->parks += atomic_load_explicit(&c->parks, memory_order_relaxed);
+        out->wakeups += atomic_load_explicit(&c->wakeups, memory_order_relaxed);
+        out->io_ops += atomic_load_explicit(&c->io_ops, memory_order_relaxed);
+    }
+    weft__js_stats(pool, out);
+    pool_extra(pool, out); /* busy, idle, latency */
+}
+
 
 WEFT_API int weft_pool_stats_worker(const weft_pool *pool, unsigned index, weft_stats *out)
 {

@@ -103,8 +103,6 @@ void weft__obs_park_begin(struct weft__worker *w);
 void weft__obs_park_end(struct weft__worker *w);
 void weft__spawn_stamp_slow(struct weft__worker *w, struct weft__frame *fr);
 void weft__spawn_latency(struct weft__worker *w, struct weft__frame *fr);
-/* weft_pool_stats: the time and latency fields. */
-void weft__stats_pool_extra(const weft_pool *pool, weft_stats *out);
 
 /* A search found nothing at its first look and pauses (worker.c): time it from
  * here, once. */
