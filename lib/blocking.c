@@ -296,66 +296,121 @@ static int64_t deadline_ns(const struct weft__op *op)
     return (int64_t)op->ts.tv_sec * 1000000000 + op->ts.tv_nsec;
 }
 
+/* The poller's steps. Each runs with mu held; only the poller takes operations off
+ * the waiting list, so what they hand back stays valid once mu is dropped. */
+
+/* Take the cancelled operations and the sleeps that are due off the waiting list
+ * (returned, linked through bnext) and find the nearest deadline of the sleeps left
+ * (*next, ns from now; -1: none). */
+static struct weft__op *take_due_locked(struct weft__blocking *b, int64_t *next)
+{
+    int64_t now = now_ns();
+    struct weft__op **pp = &b->waiting;
+    struct weft__op *done = NULL;
+    *next = -1;
+    while (*pp) {
+        struct weft__op *op = *pp;
+        bool due = atomic_load_explicit(&op->cancelled, memory_order_relaxed) ||
+                   (op->kind == WEFT__OP_SLEEP && deadline_ns(op) <= now);
+        if (due) {
+            *pp = op->bnext;
+            b->nwaiting--;
+            op->bnext = done;
+            done = op;
+            continue;
+        }
+        if (op->kind == WEFT__OP_SLEEP) {
+            int64_t d = deadline_ns(op) - now;
+            if (*next < 0 || d < *next)
+                *next = d;
+        }
+        pp = &op->bnext;
+    }
+    return done;
+}
+
+/* Complete the operations of list (linked through bnext) with mu dropped: due ones
+ * (by_flag) with -ECANCELED if cancelled, else 0; ready ones with op->res. */
+static void complete_list(struct weft__blocking *b, struct weft__op *list, bool by_flag)
+{
+    pthread_mutex_unlock(&b->mu);
+    while (list) {
+        struct weft__op *op = list;
+        list = op->bnext;
+        if (by_flag)
+            complete(op, atomic_load_explicit(&op->cancelled, memory_order_relaxed)
+                             ? -ECANCELED : 0);
+        else
+            complete(op, op->res);
+    }
+    pthread_mutex_lock(&b->mu);
+}
+
+/* Room in the poll arrays (b->poll_fds, b->poll_ops, *cap entries) for the eventfd
+ * and every waiting operation, if memory allows; false: not even one entry. */
+static bool poll_room_locked(struct weft__blocking *b, size_t *cap)
+{
+    if (b->nwaiting + 1 > *cap) {
+        size_t ncap = (b->nwaiting + 1) * 2;
+        struct pollfd *nf = WEFT__FAULT("blocking.pollfds") ? NULL
+                            : realloc(b->poll_fds, ncap * sizeof(*nf));
+        if (nf)
+            b->poll_fds = nf;
+        struct weft__op **no = WEFT__FAULT("blocking.pollfds") ? NULL
+                               : realloc(b->poll_ops, ncap * sizeof(*no));
+        if (no)
+            b->poll_ops = no;
+        if (nf && no)
+            *cap = ncap;
+    }
+    return *cap != 0;
+}
+
+/* After poll() returned n entries: take the ready operations off the waiting list.
+ * A WEFT__OP_POLL is done (readiness is its result: a pidfd, the child exited; no
+ * blocking thread): returned, linked through bnext. The others go to the blocking
+ * threads' queue for their syscall. */
+static struct weft__op *take_ready_locked(struct weft__blocking *b, const struct pollfd *fds,
+                                          struct weft__op **ops, size_t n)
+{
+    struct weft__op *ready = NULL;
+    for (size_t i = 1; i < n; i++) {
+        if (!fds[i].revents)
+            continue;
+        struct weft__op *op = ops[i];
+        for (struct weft__op **pp = &b->waiting; *pp; pp = &(*pp)->bnext)
+            if (*pp == op) {
+                *pp = op->bnext;
+                b->nwaiting--;
+                break;
+            }
+        if (op->kind == WEFT__OP_POLL) {
+            op->res = fds[i].revents;
+            op->bnext = ready;
+            ready = op;
+            continue;
+        }
+        enqueue_locked(b, op);
+    }
+    return ready;
+}
+
 static void *poller_main(void *arg)
 {
     struct weft__blocking *b = arg;
     pthread_setname_np(pthread_self(), "weft-poller");
-    struct pollfd *fds = NULL;
-    struct weft__op **ops = NULL;
     size_t cap = 0;
     pthread_mutex_lock(&b->mu);
     while (!b->stop) {
         /* Settle what is due, then build the poll set. Only this thread takes
          * operations off the waiting list, so the array stays valid unlocked. */
-        int64_t now = now_ns(), next = -1;
-        struct weft__op **pp = &b->waiting;
-        struct weft__op *done = NULL;
-        while (*pp) {
-            struct weft__op *op = *pp;
-            bool due = atomic_load_explicit(&op->cancelled, memory_order_relaxed) ||
-                       (op->kind == WEFT__OP_SLEEP && deadline_ns(op) <= now);
-            if (due) {
-                *pp = op->bnext;
-                b->nwaiting--;
-                op->bnext = done;
-                done = op;
-                continue;
-            }
-            if (op->kind == WEFT__OP_SLEEP) {
-                int64_t d = deadline_ns(op) - now;
-                if (next < 0 || d < next)
-                    next = d;
-            }
-            pp = &op->bnext;
-        }
+        int64_t next;
+        struct weft__op *done = take_due_locked(b, &next);
         if (done) {
-            pthread_mutex_unlock(&b->mu);
-            while (done) {
-                struct weft__op *op = done;
-                done = op->bnext;
-                complete(op, atomic_load_explicit(&op->cancelled, memory_order_relaxed)
-                                 ? -ECANCELED : 0);
-            }
-            pthread_mutex_lock(&b->mu);
+            complete_list(b, done, true);
             continue;
         }
-        size_t n = 1;
-        if (b->nwaiting + 1 > cap) {
-            size_t ncap = (b->nwaiting + 1) * 2;
-            struct pollfd *nf = WEFT__FAULT("blocking.pollfds") ? NULL
-                                : realloc(fds, ncap * sizeof(*fds));
-            if (nf)
-                fds = nf;
-            struct weft__op **no = WEFT__FAULT("blocking.pollfds") ? NULL
-                                   : realloc(ops, ncap * sizeof(*ops));
-            if (no)
-                ops = no;
-            if (nf && no)
-                cap = ncap;
-            b->poll_fds = fds;
-            b->poll_ops = ops;
-        }
-        if (cap == 0) {
+        if (!poll_room_locked(b, &cap)) {
             /* Out of memory for even the eventfd's entry: try again in 1 ms (sleeps
              * that come due meanwhile are settled at the top). */
             pthread_mutex_unlock(&b->mu);
@@ -364,6 +419,9 @@ static void *poller_main(void *arg)
             pthread_mutex_lock(&b->mu);
             continue;
         }
+        struct pollfd *fds = b->poll_fds;
+        struct weft__op **ops = b->poll_ops;
+        size_t n = 1;
         fds[0] = (struct pollfd){.fd = b->efd, .events = POLLIN};
         for (struct weft__op *op = b->waiting; op && n < cap; op = op->bnext) {
             if (op->kind == WEFT__OP_SLEEP)
@@ -382,40 +440,13 @@ static void *poller_main(void *arg)
             ssize_t rr = read(b->efd, &v, sizeof(v));
             (void)rr;
         }
-        struct weft__op *ready = NULL;
-        for (size_t i = 1; i < n; i++) {
-            if (!fds[i].revents)
-                continue;
-            struct weft__op *op = ops[i];
-            for (pp = &b->waiting; *pp; pp = &(*pp)->bnext)
-                if (*pp == op) {
-                    *pp = op->bnext;
-                    b->nwaiting--;
-                    break;
-                }
-            if (op->kind == WEFT__OP_POLL) {
-                /* Readiness is the result (a pidfd: the child exited): done here,
-                 * no blocking thread. */
-                op->res = fds[i].revents;
-                op->bnext = ready;
-                ready = op;
-                continue;
-            }
-            enqueue_locked(b, op);
-        }
-        if (ready) {
-            pthread_mutex_unlock(&b->mu);
-            while (ready) {
-                struct weft__op *op = ready;
-                ready = op->bnext;
-                complete(op, op->res);
-            }
-            pthread_mutex_lock(&b->mu);
-        }
+        struct weft__op *ready = take_ready_locked(b, fds, ops, n);
+        if (ready)
+            complete_list(b, ready, false);
     }
     pthread_mutex_unlock(&b->mu);
-    free(fds);
-    free(ops);
+    free(b->poll_fds);
+    free(b->poll_ops);
     return NULL;
 }
 

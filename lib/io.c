@@ -110,6 +110,81 @@ static bool openat2_works(void)
     return fd >= 0 || errno == EAGAIN;
 }
 
+/* try_cached's open: openat2 with RESOLVE_CACHED. */
+static int try_cached_open(struct weft__op *op)
+{
+    if (atomic_load_explicit(&openat2_useless, memory_order_relaxed))
+        return 0;
+    struct open_how how;
+    memset(&how, 0, sizeof(how));
+    how.flags = (uint64_t)(unsigned)op->flags;
+    if (op->flags & (O_CREAT | O_TMPFILE))
+        how.mode = op->mode; /* openat2 refuses a mode otherwise */
+    how.resolve = RESOLVE_CACHED;
+    long fd = syscall(SYS_openat2, AT_FDCWD, op->path, &how, sizeof(how));
+    if (fd >= 0) {
+        op->res = fd;
+        return 1;
+    }
+    int e = errno;
+    if (e == EAGAIN)
+        return 0; /* not cached */
+    if (e == ENOSYS || e == EPERM || e == E2BIG || e == EINVAL) {
+        /* This call's own error (the backend reports it), or openat2 cannot say
+         * here at all: then stop asking. */
+        if (!openat2_works())
+            atomic_store_explicit(&openat2_useless, true, memory_order_relaxed);
+        return 0;
+    }
+    op->res = -e;
+    return 1;
+}
+
+/* try_cached's read or write: preadv2/pwritev2 with RWF_NOWAIT. */
+static int try_cached_rw(struct weft__op *op, int64_t *partial)
+{
+    size_t len = op->len > RW_MAX ? RW_MAX : op->len;
+    struct iovec iov = {op->buf, len};
+    bool rd = op->kind == WEFT__OP_READ;
+    ssize_t r = rd ? preadv2(op->fd, &iov, 1, op->off, RWF_NOWAIT)
+                   : pwritev2(op->fd, &iov, 1, op->off, RWF_NOWAIT);
+    if (r < 0) {
+        int e = errno;
+        if (e == EAGAIN || e == EOPNOTSUPP || e == EINVAL || e == ENOSYS)
+            return 0;
+        op->res = -e;
+        return 1;
+    }
+    if ((size_t)r == len || r == 0) {
+        op->res = r;
+        op->eof = rd && r == 0 && len > 0;
+        return 1;
+    }
+    if (rd && op->off != -1 && ((uint64_t)op->off + (uint64_t)r) % 4096u != 0) {
+        op->res = r; /* stopped inside a page: at EOF (above) */
+        op->eof = true;
+        return 1;
+    }
+    struct stat st;
+    if (fstat(op->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        op->res = r;
+        return 1;
+    }
+    off_t end = op->off != -1 ? op->off + r : lseek(op->fd, 0, SEEK_CUR);
+    if (rd && end >= st.st_size) {
+        op->res = r;
+        op->eof = true;
+        return 1;
+    }
+    /* A regular file, partly cached: the rest through the backend. */
+    *partial = r;
+    op->buf = (char *)op->buf + r;
+    op->len = len - (size_t)r;
+    if (op->off != -1)
+        op->off += r;
+    return 0;
+}
+
 /* 1: op->res is the result (op->eof: a read that ended at EOF); 0: go to the
  * backend (for *partial more bytes, op moved past the ones already done). */
 static int try_cached(struct weft__op *op, int64_t *partial)
@@ -128,76 +203,11 @@ static int try_cached(struct weft__op *op, int64_t *partial)
          * metadata then holds the worker, for one inode read. */
         op->res = statx(op->fd, op->path, op->flags, op->mask, op->stx) < 0 ? -errno : 0;
         return 1;
-    case WEFT__OP_OPEN: {
-        if (atomic_load_explicit(&openat2_useless, memory_order_relaxed))
-            return 0;
-        struct open_how how;
-        memset(&how, 0, sizeof(how));
-        how.flags = (uint64_t)(unsigned)op->flags;
-        if (op->flags & (O_CREAT | O_TMPFILE))
-            how.mode = op->mode; /* openat2 refuses a mode otherwise */
-        how.resolve = RESOLVE_CACHED;
-        long fd = syscall(SYS_openat2, AT_FDCWD, op->path, &how, sizeof(how));
-        if (fd >= 0) {
-            op->res = fd;
-            return 1;
-        }
-        int e = errno;
-        if (e == EAGAIN)
-            return 0; /* not cached */
-        if (e == ENOSYS || e == EPERM || e == E2BIG || e == EINVAL) {
-            /* This call's own error (the backend reports it), or openat2 cannot say
-             * here at all: then stop asking. */
-            if (!openat2_works())
-                atomic_store_explicit(&openat2_useless, true, memory_order_relaxed);
-            return 0;
-        }
-        op->res = -e;
-        return 1;
-    }
+    case WEFT__OP_OPEN:
+        return try_cached_open(op);
     case WEFT__OP_READ:
-    case WEFT__OP_WRITE: {
-        size_t len = op->len > RW_MAX ? RW_MAX : op->len;
-        struct iovec iov = {op->buf, len};
-        bool rd = op->kind == WEFT__OP_READ;
-        ssize_t r = rd ? preadv2(op->fd, &iov, 1, op->off, RWF_NOWAIT)
-                       : pwritev2(op->fd, &iov, 1, op->off, RWF_NOWAIT);
-        if (r < 0) {
-            int e = errno;
-            if (e == EAGAIN || e == EOPNOTSUPP || e == EINVAL || e == ENOSYS)
-                return 0;
-            op->res = -e;
-            return 1;
-        }
-        if ((size_t)r == len || r == 0) {
-            op->res = r;
-            op->eof = rd && r == 0 && len > 0;
-            return 1;
-        }
-        if (rd && op->off != -1 && ((uint64_t)op->off + (uint64_t)r) % 4096u != 0) {
-            op->res = r; /* stopped inside a page: at EOF (above) */
-            op->eof = true;
-            return 1;
-        }
-        struct stat st;
-        if (fstat(op->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-            op->res = r;
-            return 1;
-        }
-        off_t end = op->off != -1 ? op->off + r : lseek(op->fd, 0, SEEK_CUR);
-        if (rd && end >= st.st_size) {
-            op->res = r;
-            op->eof = true;
-            return 1;
-        }
-        /* A regular file, partly cached: the rest through the backend. */
-        *partial = r;
-        op->buf = (char *)op->buf + r;
-        op->len = len - (size_t)r;
-        if (op->off != -1)
-            op->off += r;
-        return 0;
-    }
+    case WEFT__OP_WRITE:
+        return try_cached_rw(op, partial);
     default:
         return 0;
     }

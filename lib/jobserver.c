@@ -562,79 +562,78 @@ static int reopen(int fd, int mode)
     return open(path, mode | O_NONBLOCK | O_CLOEXEC);
 }
 
-/* Open the jobserver MAKEFLAGS names. false: none, or unusable (warned once). */
-static bool open_client(void)
+/* open_client's steps. Each returns false when the jobserver is unusable (warned
+ * once), with nothing left open. */
+
+/* A named FIFO (make 4.4's fifo:PATH). */
+static bool open_fifo(const struct weft__js_auth *a)
 {
-    struct weft__js_auth a;
-    switch (weft__js_parse(getenv("MAKEFLAGS"), &a)) {
-    case WEFT__JS_NONE:
-    case WEFT__JS_OFF:
-        return false;
-    case WEFT__JS_BAD:
-        warn_once(&warned, "weft: ignoring --jobserver-auth=%s in MAKEFLAGS (want fifo:PATH "
-                           "or R,W); running without a jobserver\n", a.value);
-        return false;
-    case WEFT__JS_FIFO: {
-        B.rfd = open(a.path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-        struct stat st;
-        if (B.rfd >= 0 && (fstat(B.rfd, &st) != 0 || !S_ISFIFO(st.st_mode))) {
-            close(B.rfd);
-            B.rfd = -1;
-            errno = EINVAL;
-        }
+    B.rfd = open(a->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    if (B.rfd >= 0 && (fstat(B.rfd, &st) != 0 || !S_ISFIFO(st.st_mode))) {
+        close(B.rfd);
+        B.rfd = -1;
+        errno = EINVAL;
+    }
+    if (B.rfd >= 0)
+        B.wfd = open(a->path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (B.wfd < 0) {
+        warn_once(&warned, "weft: cannot open the jobserver FIFO %s: %s; running without "
+                           "a jobserver\n", a->path, strerror(errno));
         if (B.rfd >= 0)
-            B.wfd = open(a.path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-        if (B.wfd < 0) {
-            warn_once(&warned, "weft: cannot open the jobserver FIFO %s: %s; running without "
-                               "a jobserver\n", a.path, strerror(errno));
-            if (B.rfd >= 0)
-                close(B.rfd);
-            B.rfd = -1;
-            return false;
-        }
+            close(B.rfd);
+        B.rfd = -1;
+        return false;
+    }
+    B.own_rfd = B.own_wfd = true;
+    return true;
+}
+
+/* A pipe's two inherited fds (R,W): reopened through /proc, else make's own. */
+static bool open_pipe(const struct weft__js_auth *a)
+{
+    int err = weft__js_check_pipe(a->rfd, a->wfd);
+    if (err) {
+        warn_once(&warned, "weft: MAKEFLAGS names jobserver fds %d,%d, which are %s (a "
+                           "recipe without '+'?); running without a jobserver\n",
+                  a->rfd, a->wfd, err == -EBADF ? "not open" : "not a pipe's two ends");
+        return false;
+    }
+    B.rfd = reopen(a->rfd, O_RDONLY);
+    B.wfd = B.rfd >= 0 ? reopen(a->wfd, O_WRONLY) : -1;
+    if (B.wfd >= 0) {
         B.own_rfd = B.own_wfd = true;
-        break;
+        return true;
     }
-    case WEFT__JS_PIPE: {
-        int err = weft__js_check_pipe(a.rfd, a.wfd);
-        if (err) {
-            warn_once(&warned, "weft: MAKEFLAGS names jobserver fds %d,%d, which are %s (a "
-                               "recipe without '+'?); running without a jobserver\n",
-                      a.rfd, a.wfd, err == -EBADF ? "not open" : "not a pipe's two ends");
-            return false;
-        }
-        B.rfd = reopen(a.rfd, O_RDONLY);
-        B.wfd = B.rfd >= 0 ? reopen(a.wfd, O_WRONLY) : -1;
-        if (B.wfd >= 0) {
-            B.own_rfd = B.own_wfd = true;
-            break;
-        }
-        if (B.rfd >= 0)
-            close(B.rfd);
-        /* No /proc: make's own fds, read with RWF_NOWAIT. Probe it; a byte read
-         * here is ours (cached below). */
-        B.rfd = a.rfd;
-        B.wfd = a.wfd;
-        B.nowait_read = true;
-        unsigned char c;
-        ssize_t n = read_token(&c);
-        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-            warn_once(&warned, "weft: cannot read the jobserver pipe without blocking (no "
-                               "/proc, and preadv2(RWF_NOWAIT): %s); running without a "
-                               "jobserver\n", strerror(errno));
-            B.rfd = B.wfd = -1;
-            B.nowait_read = false;
-            return false;
-        }
-        if (n == 1) {
-            pthread_mutex_lock(&B.mu);
-            (void)got_byte_locked(c); /* the watcher starts below and sees it */
-            give_locked(c);
-            pthread_mutex_unlock(&B.mu);
-        }
-        break;
+    if (B.rfd >= 0)
+        close(B.rfd);
+    /* No /proc: make's own fds, read with RWF_NOWAIT. Probe it; a byte read
+     * here is ours (cached below). */
+    B.rfd = a->rfd;
+    B.wfd = a->wfd;
+    B.nowait_read = true;
+    unsigned char c;
+    ssize_t n = read_token(&c);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+        warn_once(&warned, "weft: cannot read the jobserver pipe without blocking (no "
+                           "/proc, and preadv2(RWF_NOWAIT): %s); running without a "
+                           "jobserver\n", strerror(errno));
+        B.rfd = B.wfd = -1;
+        B.nowait_read = false;
+        return false;
     }
+    if (n == 1) {
+        pthread_mutex_lock(&B.mu);
+        (void)got_byte_locked(c); /* the watcher starts below and sees it */
+        give_locked(c);
+        pthread_mutex_unlock(&B.mu);
     }
+    return true;
+}
+
+/* The fds are open: the eventfd and the watcher thread. */
+static bool start_watcher(void)
+{
     B.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (B.efd >= 0) {
         /* The watcher takes no signals (as the workers, pool.c). */
@@ -654,6 +653,30 @@ static bool open_client(void)
     pthread_mutex_unlock(&B.mu);
     close_fds();
     return false;
+}
+
+/* Open the jobserver MAKEFLAGS names. false: none, or unusable (warned once). */
+static bool open_client(void)
+{
+    struct weft__js_auth a;
+    switch (weft__js_parse(getenv("MAKEFLAGS"), &a)) {
+    case WEFT__JS_NONE:
+    case WEFT__JS_OFF:
+        return false;
+    case WEFT__JS_BAD:
+        warn_once(&warned, "weft: ignoring --jobserver-auth=%s in MAKEFLAGS (want fifo:PATH "
+                           "or R,W); running without a jobserver\n", a.value);
+        return false;
+    case WEFT__JS_FIFO:
+        if (!open_fifo(&a))
+            return false;
+        break;
+    case WEFT__JS_PIPE:
+        if (!open_pipe(&a))
+            return false;
+        break;
+    }
+    return start_watcher();
 }
 
 /* The last pool is gone: stop the watcher (it writes the cache back) and close. */

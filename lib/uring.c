@@ -479,6 +479,24 @@ static void close_slot(struct weft__worker *owner, unsigned slot)
     weft__park_wake(owner);
 }
 
+/* Three SQEs in a row for the chain (submitting first if the queue has less room).
+ * false: none (cannot happen after the submit; any taken go back as no-ops). */
+static bool take_three_sqes(struct weft__ring *ring, struct io_uring_sqe *sqe[3])
+{
+    if (io_uring_sq_space_left(&ring->uring) < 3)
+        io_uring_submit(&ring->uring);
+    for (int k = 0; k < 3; k++)
+        sqe[k] = io_uring_get_sqe(&ring->uring);
+    if (sqe[0] && sqe[1] && sqe[2])
+        return true;
+    for (int k = 0; k < 3; k++)
+        if (sqe[k]) {
+            io_uring_prep_nop(sqe[k]);
+            io_uring_sqe_set_data64(sqe[k], UD_CANCEL);
+        }
+    return false;
+}
+
 int weft__uring_read_file(struct weft__worker *w, const char *path, void **data,
                           size_t *size)
 {
@@ -489,17 +507,7 @@ int weft__uring_read_file(struct weft__worker *w, const char *path, void **data,
     if (!buf)
         return -ENOMEM;
     struct io_uring_sqe *sqe[3];
-    if (io_uring_sq_space_left(&ring->uring) < 3)
-        io_uring_submit(&ring->uring);
-    for (int k = 0; k < 3; k++)
-        sqe[k] = io_uring_get_sqe(&ring->uring);
-    if (!sqe[0] || !sqe[1] || !sqe[2]) {
-        /* Cannot happen after the submit above; give the entries back as no-ops. */
-        for (int k = 0; k < 3; k++)
-            if (sqe[k]) {
-                io_uring_prep_nop(sqe[k]);
-                io_uring_sqe_set_data64(sqe[k], UD_CANCEL);
-            }
+    if (!take_three_sqes(ring, sqe)) {
         free(buf);
         return -ENOSYS;
     }
