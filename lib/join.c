@@ -4,8 +4,9 @@
  *
  * weft_join's fast path is inline in weft.h: push b's job (on the caller's stack),
  * run a, pop b and call it. This file holds everything else: the slow end of a join
- * (b was taken by a thief, or a left extra jobs above b) and joins from outside
- * any worker.
+ * (b was taken by a thief, or a left extra jobs above b), joins from outside any
+ * worker, the library's own out-of-line join, and the inline join's grow
+ * (weft__deque_reserve).
  *
  * The latch the joiner waits on is latch.c's.
  */

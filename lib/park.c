@@ -7,16 +7,18 @@
  * *asleep*, both in one 32-bit word (low 16 bits searching, high 16 sleeping). A
  * push wakes a sleeper only when nobody is searching, since a searcher will find the
  * new job; a searcher that finds work and was the last searcher wakes one sleeper if
- * more work is in sight, so that someone keeps looking. A worker that gives up searching announces itself as
- * a sleeper (under idle_mu, one RMW on the word), then runs the heavy barrier and
- * looks at every deque and the injector once more before it sleeps on its own
+ * more work is in sight, so that someone keeps looking. A worker that gives up
+ * searching announces itself as a sleeper (under idle_mu, one RMW on the word),
+ * then runs the heavy barrier and looks at every deque, ready and yield queue and
+ * the injector once more (weft__runq_work_visible) before it sleeps on its own
  * futex word.
  *
  * Why nothing is lost: pushes must not pay for a look at the shared word, so a
  * parker that leaves nobody searching *pokes* every deque (a flag on the owner's own
  * cache line) after its RMW of the word, then runs membarrier() before its last look.
  * A push stores bottom and then loads its poke, with only a compiler barrier between
- * (weft.h, scope.c). Either the pusher's store precedes the barrier membarrier()
+ * (weft__after_push in weft.h: the inline join, spawns, the owner's pushes onto its
+ * ready queue). Either the pusher's store precedes the barrier membarrier()
  * forces on it, and the last look sees the job; or the pusher's poke load follows
  * that barrier and sees the poke, and the pusher clears it and looks at the word
  * (weft__push_poked): a sleeper with nobody searching, so it wakes one. Without

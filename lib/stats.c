@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Per-worker figures beyond the event counters: busy and idle time, and the latency
- * from a spawn to the start of its task.
+ * The figures weft_pool_stats and weft_pool_stats_worker report: the event counters
+ * (struct weft__counters, stats.h: counted by each worker with WEFT__COUNT where the
+ * thing happens), busy and idle time, and the latency from a spawn to the start of
+ * its task.
  *
  * Time. A worker is busy unless it is looking for work or parked; idle while it
  * sleeps in a park. The clock is never read per job, nor when a search finds work

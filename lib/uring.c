@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The io_uring backend: one ring per worker.
+ * The io_uring backend: one ring per worker (struct weft__ring, w->ring).
  *
  * Rings are created with the pool, disabled (IORING_SETUP_R_DISABLED), and each
  * worker enables its own from its thread, so that SINGLE_ISSUER makes that thread
@@ -11,9 +11,10 @@
  * An operation (reactor.h) comes here only when its plain syscall said it would
  * block (io.c: RWF_NOWAIT, RESOLVE_CACHED). It is prepared in an SQE whose
  * user_data is the operation itself, on the task's stack, and submitted at once;
- * if it completes inside the submission the task goes on without suspending. Otherwise it suspends (suspend.c) and the
- * worker runs other work; the CQE, reaped by the same worker (only it may), puts
- * the task on the worker's ready queue. A worker's unsubmitted entries (wake
+ * if it completes inside the submission the task goes on without suspending.
+ * Otherwise it suspends (suspend.c) and the worker runs other work; the CQE, reaped
+ * by the same worker (only it may), puts the task on the worker's ready queue
+ * (runq.c). A worker's unsubmitted entries (wake
  * messages, cancellations, the eventfd read) go out with its next submission, in
  * the same io_uring_enter.
  *
@@ -29,9 +30,18 @@
  * task removes its operation (io.c), and the owner cancels only operations it has
  * not reaped yet (their tasks are still suspended).
  *
+ * Registered files: each ring registers a sparse table of NSLOTS (64) fixed-file
+ * slots, used by weft_read_file alone: its open, read and probe read go out as one
+ * linked chain, which needs the file opened into a slot the reads can name (see
+ * "weft_read_file" below). Every other operation takes the caller's plain fd, as
+ * weft.h promises; a ring whose registration failed just has no free slots, and
+ * weft_read_file then takes the plain path.
+ *
  * Rejected: an SQPOLL thread (a core spinning on every ring: there are as many
- * workers as cores); registered files (the calls take plain fds); one shared ring
- * (every submission would take a lock, and completions would wake the wrong worker).
+ * workers as cores); registering the callers' own fds (weft_open returns plain fds,
+ * usable by any syscall, and a slot belongs to one ring while a task may resume on
+ * another worker); one shared ring (every submission would take a lock, and
+ * completions would wake the wrong worker).
  */
 #define _GNU_SOURCE
 #include "reactor.h"
