@@ -118,6 +118,17 @@ struct weft__worker {
 #endif
 };
 
+/* Layouts weft.h's inline join relies on (it is compiled into programs: a change
+ * here is an ABI change, the soname says so). */
+_Static_assert(offsetof(struct weft__worker, dq) == 0,
+               "WEFT__DQ(): the deque is the worker's first member");
+_Static_assert(offsetof(struct weft__deque, top) == 64,
+               "struct weft__deque: the owner's line, then the thieves' (top) on the next");
+_Static_assert(offsetof(struct weft__deque, scope) + sizeof(void *) <= 64,
+               "dq.scope is on the owner's line, beside bottom");
+_Static_assert(_Alignof(struct weft__job) >= 4,
+               "deque and queue slots tag job pointers in their low two bits");
+
 struct weft_pool {
     /* Parking (park.c). The parking word: low 16 bits searching workers, high 16
      * bits sleepers (park.h); read by every push, written only when workers start
