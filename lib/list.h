@@ -7,7 +7,7 @@
  *  - WEFT__FIFO_DEFINE: singly linked, with a head and a tail; push at the tail, pop
  *    at the head, remove (a linear walk) for the rare cancel. The injector and the
  *    ready and yield queues (runq.c), a limited scope's deferred frames (scope.c),
- *    the blocking threads' queue (blocking.c).
+ *    the blocking threads' queue (blocking.c), a trace buffer's chunks (trace.c).
  *  - WEFT__DLIST_DEFINE: doubly linked and NULL-terminated, from a head pointer and,
  *    for a list that keeps one, a tail pointer (NULL where it keeps none); insert at
  *    the head or append at the tail, remove from anywhere in O(1). A scope's I/O,
@@ -31,11 +31,20 @@
 #include <stddef.h>
 
 /* struct name { type *head, *tail; }, linked through type's link field; all-zero is
- * an empty queue. name_push leaves x->link NULL; name_pop does not clear it. */
+ * an empty queue. name_push leaves x->link NULL; name_pop does not clear it.
+ * WEFT__FIFO_STRUCT and WEFT__FIFO_FUNCS are its two halves, for a queue embedded
+ * where its element type is still incomplete (the functions then follow the
+ * element's definition). */
 #define WEFT__FIFO_DEFINE(name, type, link)                                           \
+    WEFT__FIFO_STRUCT(name, type)                                                     \
+    WEFT__FIFO_FUNCS(name, type, link)
+
+#define WEFT__FIFO_STRUCT(name, type)                                                 \
     struct name {                                                                     \
         type *head, *tail;                                                            \
-    };                                                                                \
+    };
+
+#define WEFT__FIFO_FUNCS(name, type, link)                                            \
     static inline bool name##_empty(const struct name *q)                             \
     {                                                                                 \
         return q->head == NULL;                                                       \

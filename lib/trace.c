@@ -84,6 +84,7 @@ struct weft__tchunk {
     struct weft__tchunk *next;
     struct weft__tev ev[CHUNK_EVENTS];
 };
+WEFT__FIFO_FUNCS(weft__tchunkq, struct weft__tchunk, next)
 
 struct weft__trace {
     char *path;                    /* this pool's file */
@@ -202,7 +203,7 @@ void weft__trace_pool_free(weft_pool *pool)
         struct weft__worker *w = pool->workers[i];
         if (!w || !w->trace)
             continue;
-        for (struct weft__tchunk *c = w->trace->head, *next; c; c = next) {
+        for (struct weft__tchunk *c = w->trace->chunks.head, *next; c; c = next) {
             next = c->next;
             free(c);
         }
@@ -234,12 +235,7 @@ static bool chunk_new(struct weft__tbuf *b)
         atomic_store_explicit(&tr->truncated, true, memory_order_relaxed);
         return false;
     }
-    c->next = NULL;
-    if (b->tail)
-        b->tail->next = c;
-    else
-        b->head = c;
-    b->tail = c;
+    weft__tchunkq_push(&b->chunks, c);
     b->ev = c->ev;
     b->end = c->ev + CHUNK_EVENTS;
     return true;
@@ -548,8 +544,8 @@ void weft__trace_pool_write(weft_pool *pool)
     for (unsigned i = 0; i < pool->nthreads; i++) {
         struct weft__tbuf *b = pool->workers[i]->trace;
         dropped += b->dropped;
-        for (struct weft__tchunk *c = b->head; c; c = c->next) {
-            const struct weft__tev *end = c == b->tail ? b->ev : c->ev + CHUNK_EVENTS;
+        for (struct weft__tchunk *c = b->chunks.head; c; c = c->next) {
+            const struct weft__tev *end = c == b->chunks.tail ? b->ev : c->ev + CHUNK_EVENTS;
             for (const struct weft__tev *e = c->ev; e < end; e++)
                 write_event(&o, i, e);
         }

@@ -11,6 +11,8 @@
 struct weft__tev;      /* a recorded event (trace.c) */
 struct weft__tchunk;   /* a block of them */
 struct weft__trace;    /* a pool's trace: file, budget (trace.c) */
+/* A trace buffer's chunks, FIFO (list.h; the functions are trace.c's). */
+WEFT__FIFO_STRUCT(weft__tchunkq, struct weft__tchunk)
 
 /* The task a worker runs, as the trace sees it. Kept on the task's own fiber stack
  * while it is suspended or while a nested job runs on top of it. */
@@ -25,7 +27,7 @@ struct weft__trace_task {
  * reads it after joining the worker). Events go to a list of chunks. */
 struct weft__tbuf {
     struct weft__tev *ev, *end;         /* free space in the newest chunk */
-    struct weft__tchunk *head, *tail;   /* oldest first */
+    struct weft__tchunkq chunks;        /* oldest first */
     struct weft__trace *tr;
     struct weft__trace_task cur;        /* the slice open now (cur.id 0: none) */
     const char *why;                    /* what the running task suspends for next */
