@@ -57,8 +57,11 @@
  * latch after announcing itself, so a set before the park is seen and a set after it
  * finds the worker on the idle stack). A ready task found while helping runs instead
  * of the wait, which then suspends (LATCH_TASK), and so does a wait that is low on
- * stack. weft__latch_wait_suspended() suspends at once, without helping: for waits whose setter
- * may need the frames the helper would run on top of (events, channels).
+ * stack. weft__latch_wait_suspended() suspends at once, without helping: for waits
+ * whose setter may need the frames the helper would run on top of (events,
+ * channels). The three waits (latch.h): weft__latch_wait_above (helping, this
+ * worker's own jobs only above a floor), weft__latch_wait (the same above the
+ * current bottom: joins) and weft__latch_wait_suspended.
  */
 #define _GNU_SOURCE
 #include "pool.h"

@@ -30,6 +30,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* Each list type gets every function; most use only some (no unused warnings). */
+#define WEFT__LIST_FN static inline __attribute__((unused))
+
 /* struct name { type *head, *tail; }, linked through type's link field; all-zero is
  * an empty queue. name_push leaves x->link NULL; name_pop does not clear it.
  * WEFT__FIFO_STRUCT and WEFT__FIFO_FUNCS are its two halves, for a queue embedded
@@ -45,11 +48,11 @@
     };
 
 #define WEFT__FIFO_FUNCS(name, type, link)                                            \
-    static inline bool name##_empty(const struct name *q)                             \
+    WEFT__LIST_FN bool name##_empty(const struct name *q)                             \
     {                                                                                 \
         return q->head == NULL;                                                       \
     }                                                                                 \
-    static inline void name##_push(struct name *q, type *x)                           \
+    WEFT__LIST_FN void name##_push(struct name *q, type *x)                           \
     {                                                                                 \
         x->link = NULL;                                                               \
         if (q->tail)                                                                  \
@@ -58,7 +61,7 @@
             q->head = x;                                                              \
         q->tail = x;                                                                  \
     }                                                                                 \
-    static inline type *name##_pop(struct name *q)                                    \
+    WEFT__LIST_FN type *name##_pop(struct name *q)                                    \
     {                                                                                 \
         type *x = q->head;                                                            \
         if (x) {                                                                      \
@@ -69,7 +72,7 @@
         return x;                                                                     \
     }                                                                                 \
     /* Take x off q wherever it is (a walk from the head). false: not on q. */        \
-    static inline bool name##_remove(struct name *q, type *x)                         \
+    WEFT__LIST_FN bool name##_remove(struct name *q, type *x)                         \
     {                                                                                 \
         type *before = NULL;                                                          \
         for (type **pp = &q->head; *pp; before = *pp, pp = &(*pp)->link)              \
@@ -86,7 +89,7 @@
  * keeps one, whose last is *tail; tail NULL: the list keeps no tail. Linked through
  * type's prev and next fields. name_remove leaves x's own links as they were. */
 #define WEFT__DLIST_DEFINE(name, type, prev, next)                                    \
-    static inline void name##_insert(type **head, type **tail, type *x)               \
+    WEFT__LIST_FN void name##_insert(type **head, type **tail, type *x)               \
     {                                                                                 \
         x->prev = NULL;                                                               \
         x->next = *head;                                                              \
@@ -96,7 +99,7 @@
             *tail = x;                                                                \
         *head = x;                                                                    \
     }                                                                                 \
-    static inline void name##_append(type **head, type **tail, type *x)               \
+    WEFT__LIST_FN void name##_append(type **head, type **tail, type *x)               \
     {                                                                                 \
         x->next = NULL;                                                               \
         x->prev = *tail;                                                              \
@@ -106,7 +109,7 @@
             *head = x;                                                                \
         *tail = x;                                                                    \
     }                                                                                 \
-    static inline void name##_remove(type **head, type **tail, type *x)               \
+    WEFT__LIST_FN void name##_remove(type **head, type **tail, type *x)               \
     {                                                                                 \
         if (x->prev)                                                                  \
             x->prev->next = x->next;                                                  \

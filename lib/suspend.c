@@ -40,7 +40,6 @@
 #include "pool.h"
 
 #include <errno.h>
-#include <stdio.h>
 
 #ifdef WEFT_HAVE_FIBERS
 
@@ -144,7 +143,8 @@ int weft__suspend(struct weft__wait *wt, weft__after_fn after, void *arg)
     if (!w || !w->fiber)
         return -ENOMEM;
     struct weft__job *r = weft__runq_pop_ready(w);
-    struct weft__fiber *to = r ? weft__runq_wait_of(r)->fiber : weft__suspend_dispatch_fiber(w);
+    struct weft__fiber *to = r ? weft__runq_wait_of(r)->fiber
+                               : weft__suspend_dispatch_fiber(w);
     if (!to)
         return -ENOMEM;
     weft__suspend_switch(w, to, after, wt, arg);

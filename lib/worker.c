@@ -259,49 +259,12 @@ static struct weft__job *steal_round(struct weft__worker *w)
 /* Jobs a worker runs between looks at its ring while it has local work. */
 #define IO_EVERY 32
 
-/* One job to run, or NULL once until is set (after parking, possibly). Local jobs
- * are taken only above floor: see latch.c's wait_helping and scope.c. */
-struct weft__job *weft__worker_find_work(struct weft__worker *w,
-                                         const struct weft__latch *until, int64_t floor)
+/* The search, once the worker's own queues and deque had nothing above its floor:
+ * rounds over the other workers (spinning, then yielding), then a park, until a
+ * job turns up or until is set. Counted as searching throughout (park.c). */
+static struct weft__job *search(struct weft__worker *w, const struct weft__latch *until)
 {
     struct weft__job *job;
-    WEFT_ASSERT(!w->searching); /* the early returns below do not stop searching */
-    if (w->ring && (++w->tick >= IO_EVERY || weft__io_pending(w))) {
-        w->tick = 0;
-        weft__io_poll(w, false);
-    }
-    job = weft__runq_pop_ready(w);
-    if (job)
-        return job;
-    /* Work from outside threads is looked at every INJECT_EVERY jobs even while
-     * local work lasts (Tokio looks at its global queue every 61 ticks for the same
-     * reason), and always before a yielded task resumes: a yield lets everything
-     * runnable run first (weft.h), the injector included. */
-    if (WEFT_UNLIKELY(++w->inj_tick >= INJECT_EVERY)) {
-        w->inj_tick = 0;
-        if ((job = weft__runq_pop_injected(w->pool)))
-            return job;
-    }
-    if (weft__runq_yield_first(w) && ((job = weft__runq_pop_injected(w->pool)) || (job = weft__runq_pop_yielded(w))))
-        return job;
-    if (atomic_load_explicit(&w->dq.bottom, memory_order_relaxed) > floor) /* owner's own */
-        job = weft__deque_pop(&w->dq);
-    if (job)
-        return job;
-    if (w->ring && weft__io_poll(w, false) > 0 && (job = weft__runq_pop_ready(w)))
-        return job;
-    if ((job = weft__runq_pop_injected(w->pool)) || (job = weft__runq_pop_yielded(w)))
-        return job;
-    /* We stop running our own jobs (none, or only some below floor): let thieves
-     * have whatever is private (deque.c). */
-    weft__deque_publish(&w->dq);
-    weft__acct_flush(w); /* and hand in deferred finishes (scope.c) */
-    /* That may have set what we wait for (the last tasks of a scope we help were
-     * ours): then return before searching, whose start and end touch the parking
-     * word and, as the last searcher beside sleepers, run the heavy barrier (a scope
-     * per node on 2 workers ran 10x slower that way: benchmarks/kernels nqueens). */
-    if (weft__latch_is_set(until))
-        return NULL;
     weft__park_search_begin(w);
     for (;;) {
         for (unsigned round = 0; round < SPIN_ROUNDS + YIELD_ROUNDS; round++) {
@@ -342,4 +305,51 @@ struct weft__job *weft__worker_find_work(struct weft__worker *w,
             return NULL;
         }
     }
+}
+
+/* One job to run, or NULL once until is set (after parking, possibly). Local jobs
+ * are taken only above floor: see latch.c's wait_helping and scope.c. */
+struct weft__job *weft__worker_find_work(struct weft__worker *w,
+                                         const struct weft__latch *until, int64_t floor)
+{
+    struct weft__job *job;
+    WEFT_ASSERT(!w->searching); /* the early returns below do not stop searching */
+    if (w->ring && (++w->tick >= IO_EVERY || weft__io_pending(w))) {
+        w->tick = 0;
+        weft__io_poll(w, false);
+    }
+    job = weft__runq_pop_ready(w);
+    if (job)
+        return job;
+    /* Work from outside threads is looked at every INJECT_EVERY jobs even while
+     * local work lasts (Tokio looks at its global queue every 61 ticks for the same
+     * reason), and always before a yielded task resumes: a yield lets everything
+     * runnable run first (weft.h), the injector included. */
+    if (WEFT_UNLIKELY(++w->inj_tick >= INJECT_EVERY)) {
+        w->inj_tick = 0;
+        if ((job = weft__runq_pop_injected(w->pool)))
+            return job;
+    }
+    if (weft__runq_yield_first(w) &&
+        ((job = weft__runq_pop_injected(w->pool)) || (job = weft__runq_pop_yielded(w))))
+        return job;
+    if (atomic_load_explicit(&w->dq.bottom, memory_order_relaxed) > floor) /* owner's own */
+        job = weft__deque_pop(&w->dq);
+    if (job)
+        return job;
+    if (w->ring && weft__io_poll(w, false) > 0 && (job = weft__runq_pop_ready(w)))
+        return job;
+    if ((job = weft__runq_pop_injected(w->pool)) || (job = weft__runq_pop_yielded(w)))
+        return job;
+    /* We stop running our own jobs (none, or only some below floor): let thieves
+     * have whatever is private (deque.c). */
+    weft__deque_publish(&w->dq);
+    weft__acct_flush(w); /* and hand in deferred finishes (scope.c) */
+    /* That may have set what we wait for (the last tasks of a scope we help were
+     * ours): then return before searching, whose start and end touch the parking
+     * word and, as the last searcher beside sleepers, run the heavy barrier (a scope
+     * per node on 2 workers ran 10x slower that way: benchmarks/kernels nqueens). */
+    if (weft__latch_is_set(until))
+        return NULL;
+    return search(w, until);
 }
