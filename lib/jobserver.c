@@ -844,10 +844,10 @@ void weft__js_thread_start(struct weft__worker *w)
      * starts to search, and returns such work without weft__park_search_end.
      * Entered searching, we would run a long task still counted as a searcher, so
      * pushes and injections would see a searcher and wake nobody while the rest
-     * sleep (the parking
-     * protocol's "a push wakes a sleeper only when nobody searches", park.c). Stop
-     * here: as the last searcher, this pokes and wakes a sleeper if work is in
-     * sight, which then takes its own token (or waits for one, searching). */
+     * sleep (the parking protocol's "a push wakes a sleeper only when nobody
+     * searches", park.c). Stop here: as the last searcher, this pokes and wakes a
+     * sleeper if work is in sight, which then takes its own token (or waits for
+     * one, searching). */
     weft__park_search_end(w);
 }
 
