@@ -329,6 +329,10 @@ static int hash_paths(const struct wh_opts *o, char **paths, size_t npaths, uint
                     "p50 %.1f us, p99 %.1f us\n",
                     (double)st.busy_ns / 1e9, (double)st.idle_ns / 1e9,
                     (double)st.latency_p50_ns / 1e3, (double)st.latency_p99_ns / 1e3);
+            /* Under make -jN: the tokens this run took from make's jobserver beside
+             * its implicit one (weft runs at most 1 + tokens workers at once). */
+            fprintf(stderr, WH_NAME ": jobserver tokens held at most %llu\n",
+                    (unsigned long long)st.jobserver_tokens_peak);
             for (unsigned i = 0; i < workers; i++) {
                 weft_stats ws;
                 if (weft_pool_stats_worker(g_pool, i, &ws) != 0)
