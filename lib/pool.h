@@ -22,6 +22,9 @@
 /* Fresh loop fibers a worker keeps for its next suspensions (sched.c). So an idle
  * worker holds at most 1 + WEFT__SPARE_FIBERS stacks. */
 #define WEFT__SPARE_FIBERS 8
+/* Jobs (or direct yields, sched.c) a worker runs between looks at its ring while it
+ * has local work (worker.c's find_work resets the count when it looks). */
+#define WEFT__IO_EVERY 32
 
 struct weft__io;      /* uring.c: a worker's ring */
 struct weft__blocking; /* blocking.c: the fallback backend's threads */

@@ -171,8 +171,6 @@ static struct weft__job *steal_round(struct weft__worker *w)
 /* Jobs a worker runs between looks at the injector while it has local work. */
 #define INJECT_EVERY 61
 
-/* Jobs a worker runs between looks at its ring while it has local work. */
-#define IO_EVERY 32
 
 /* One job to run, or NULL once until is set (after parking, possibly). Local jobs
  * are taken only above floor: see latch.c's wait_helping and scope.c. */
@@ -181,7 +179,7 @@ struct weft__job *weft__find_work(struct weft__worker *w, const struct weft__lat
 {
     struct weft__job *job;
     WEFT_ASSERT(!w->searching); /* the early returns below do not stop searching */
-    if (w->io && (++w->tick >= IO_EVERY || weft__io_pending(w))) {
+    if (w->io && (++w->tick >= WEFT__IO_EVERY || weft__io_pending(w))) {
         w->tick = 0;
         weft__io_poll(w, false);
     }
