@@ -81,6 +81,7 @@ struct weft__worker {
     struct weft__io *io;            /* this worker's ring, or NULL (blocking backend) */
     unsigned tick;                  /* jobs run since the last look at the ring */
     unsigned inj_tick;              /* jobs run since the last look at the injector */
+    bool yield_turn;                /* find_work: yielders' turn ahead of the deque */
     unsigned long switches;         /* fibers this worker has switched away from */
     /* Scope accounting (scope.c), owner-private: tasks of acct_scope finished here
      * whose count the scope has not been told yet. */
@@ -196,7 +197,7 @@ void weft__run_job_plain(struct weft__worker *w, struct weft__job *job);
 struct weft__job *weft__find_work(struct weft__worker *w, const struct weft__latch *until,
                                   int64_t floor);
 void weft__inject(weft_pool *pool, struct weft__job *job);
-struct weft__job *weft__inject_pop(weft_pool *pool);
+struct weft__job *weft__inject_pop(struct weft__worker *w);
 bool weft__work_visible(weft_pool *pool);
 
 /* sched.c */

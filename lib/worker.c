@@ -53,24 +53,71 @@ void weft__inject(weft_pool *pool, struct weft__job *job)
     weft__notify_work(pool);
 }
 
-struct weft__job *weft__inject_pop(weft_pool *pool)
+/* Jobs a worker takes from the injector at once (Tokio takes a batch from its
+ * global queue the same way): the first to run, the rest onto its deque. */
+#define INJECT_BATCH 32
+
+static struct weft__job *as_slot(struct weft__job *job)
 {
-    if (atomic_load_explicit(&pool->inj_len, memory_order_relaxed) == 0)
-        return NULL;
+    return job->scope ? weft__tag_frame(job) : job; /* deque slots tag frames */
+}
+
+/* Put jobs[0..n) back at the head of the injector, in order. */
+static void inject_unpop(weft_pool *pool, struct weft__job **jobs, size_t n)
+{
     pthread_mutex_lock(&pool->inj_mu);
-    struct weft__job *job = pool->inj_head;
-    struct weft__job *ret = NULL;
-    if (job) {
-        ret = job->scope ? weft__tag_frame(job) : job;
-        pool->inj_head = job->next;
-        if (!pool->inj_head)
-            pool->inj_tail = NULL;
-        atomic_store_explicit(&pool->inj_len,
-                              atomic_load_explicit(&pool->inj_len, memory_order_relaxed) - 1,
-                              memory_order_relaxed);
+    for (size_t k = n; k-- > 0;) {
+        jobs[k]->next = pool->inj_head;
+        pool->inj_head = jobs[k];
+        if (!pool->inj_tail)
+            pool->inj_tail = jobs[k];
     }
+    atomic_store_explicit(&pool->inj_len,
+                          atomic_load_explicit(&pool->inj_len, memory_order_relaxed) + n,
+                          memory_order_relaxed);
     pthread_mutex_unlock(&pool->inj_mu);
-    return ret;
+}
+
+/* The oldest injected job, as a deque slot holds it, or NULL. Takes up to
+ * INJECT_BATCH (at most this worker's share of what waits) under one lock and pushes
+ * all but the first onto w's deque, oldest on top, so w runs them in order and other
+ * workers can steal them: an outside thread spawning into a pool then contends for
+ * the lock once per batch, not once per job (benchmarks/tokio spawn_many_remote_*). */
+struct weft__job *weft__inject_pop(struct weft__worker *w)
+{
+    weft_pool *pool = w->pool;
+    size_t len = atomic_load_explicit(&pool->inj_len, memory_order_relaxed);
+    if (len == 0)
+        return NULL;
+    size_t want = len / pool->nthreads;
+    want = want < 1 ? 1 : want > INJECT_BATCH ? INJECT_BATCH : want;
+    struct weft__job *batch[INJECT_BATCH];
+    size_t n = 0;
+    pthread_mutex_lock(&pool->inj_mu);
+    while (n < want && pool->inj_head) {
+        batch[n++] = pool->inj_head;
+        pool->inj_head = pool->inj_head->next;
+    }
+    if (!pool->inj_head)
+        pool->inj_tail = NULL;
+    atomic_store_explicit(&pool->inj_len,
+                          atomic_load_explicit(&pool->inj_len, memory_order_relaxed) - n,
+                          memory_order_relaxed);
+    pthread_mutex_unlock(&pool->inj_mu);
+    if (n == 0)
+        return NULL;
+    for (size_t k = n; k-- > 1;) {
+        if (weft__deque_push(&w->dq, as_slot(batch[k]), true) != 0) {
+            inject_unpop(pool, batch + 1, k); /* no memory to grow the deque */
+            break;
+        }
+    }
+    /* As after any push (scope.c's push_frame): StoreLoad between the bottom stores
+     * and the poke load pairs with the membarrier() of a parking worker (park.c). */
+    atomic_signal_fence(memory_order_seq_cst);
+    if (n > 1 && WEFT_UNLIKELY(atomic_load_explicit(&w->dq.poke, memory_order_relaxed) != 0))
+        weft__push_poked(w);
+    return as_slot(batch[0]);
 }
 
 /* After the heavy barrier: is there anything a worker could take? */
@@ -192,10 +239,16 @@ struct weft__job *weft__find_work(struct weft__worker *w, const struct weft__lat
      * runnable run first (weft.h), the injector included. */
     if (WEFT_UNLIKELY(++w->inj_tick >= INJECT_EVERY)) {
         w->inj_tick = 0;
-        if ((job = weft__inject_pop(w->pool)))
+        if ((job = weft__inject_pop(w)))
             return job;
     }
-    if (weft__yield_first(w) && ((job = weft__inject_pop(w->pool)) || (job = weft__yield_pop(w))))
+    /* Past YIELD_MAX_PER_WORKER yielders (sched.c), every other look resumes one
+     * ahead of the deque: that bounds the stacks yielded tasks hold, and the other
+     * looks still reach the deque (yielders going first every time starved it: 8
+     * tasks spinning on weft_yield on 1 worker never let the jobs behind them on
+     * the deque start, tests/test_yield.c). */
+    if (weft__yield_first(w) && (w->yield_turn = !w->yield_turn) &&
+        ((job = weft__inject_pop(w)) || (job = weft__yield_pop(w))))
         return job;
     if (atomic_load_explicit(&w->dq.bottom, memory_order_relaxed) > floor) /* owner's own */
         job = weft__deque_pop(&w->dq);
@@ -203,7 +256,7 @@ struct weft__job *weft__find_work(struct weft__worker *w, const struct weft__lat
         return job;
     if (w->io && weft__io_poll(w, false) > 0 && (job = weft__ready_pop(w)))
         return job;
-    if ((job = weft__inject_pop(w->pool)) || (job = weft__yield_pop(w)))
+    if ((job = weft__inject_pop(w)) || (job = weft__yield_pop(w)))
         return job;
     /* We stop running our own jobs (none, or only some below floor): let thieves
      * have whatever is private (deque.c). */
@@ -224,7 +277,7 @@ struct weft__job *weft__find_work(struct weft__worker *w, const struct weft__lat
             if (!job)
                 job = steal_round(w);
             if (!job)
-                job = weft__inject_pop(w->pool);
+                job = weft__inject_pop(w);
             if (!job && w->io && (round & 3) == 3 && weft__io_poll(w, false) > 0)
                 job = weft__ready_pop(w);
             if (job) {
