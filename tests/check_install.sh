@@ -196,6 +196,10 @@ if command -v readelf >/dev/null 2>&1; then
         die "the shared consumer does not link libweft.so"
 fi
 
+step "the installed library and header: tests/check_abi.sh (names, versions, layouts)"
+"$src/tests/check_abi.sh" --map "$src/lib/weft.map" --layout "$src/tests/abi_layout.txt" \
+    "$prefix/lib/libweft.so" "$prefix/include/weft.h" "$CC" || die "check_abi.sh on the install"
+
 step "static: pkg-config --static --cflags --libs weft (libweft.a only)"
 # A copy of the prefix without the shared library, so that -lweft can only mean
 # libweft.a; its .pc file is pointed at the copy.
