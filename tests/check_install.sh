@@ -47,7 +47,7 @@ fi
 step "configure and install into $prefix ($extra)"
 # shellcheck disable=SC2086
 meson setup "$tmp/build" "$src" -Dtests=false -Dbenchmarks=false -Dtools=false \
-    --prefix="$prefix" --libdir=lib $extra >"$tmp/setup.log" 2>&1 ||
+    --wrap-mode=nodownload --prefix="$prefix" --libdir=lib $extra >"$tmp/setup.log" 2>&1 ||
     { cat "$tmp/setup.log" >&2; die "meson setup"; }
 ninja -C "$tmp/build" install >"$tmp/install.log" 2>&1 ||
     { cat "$tmp/install.log" >&2; die "ninja install"; }
