@@ -398,8 +398,8 @@ int main(int argc, char **argv)
         case 'q': o.quiet = true; break;
         case 'h': fputs(usage_text, stdout); return WH_OK;
         case 'V':
-            printf(WH_NAME " " WH_VERSION " (weft %d.%d, XXH3-64 from libxxhash)\n",
-                   WEFT_VERSION_MAJOR, WEFT_VERSION_MINOR);
+            printf(WH_NAME " " WH_VERSION " (weft %s, XXH3-64 from libxxhash)\n",
+                   weft_version()); /* the library it runs with */
             return WH_OK;
         case ':':
             usage_error("option requires an argument: '%s'", argv[optind - 1]);
