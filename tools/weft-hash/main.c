@@ -57,8 +57,8 @@ static const char usage_text[] =
 "\n"
 "Errors (unreadable files, directories that cannot be opened, with -L dangling\n"
 "links and loops) are printed on stderr with the path and the reason; the run goes\n"
-"on. When stderr is a terminal, a progress line shows files and bytes done and the\n"
-"rate.\n"
+"on. When stderr is a terminal, a progress line shows files and bytes done, files/s,\n"
+"MiB/s and an estimate of the time left.\n"
 "\n"
 "Exit status: 0 all files hashed (or all checked OK); 1 some file could not be\n"
 "found, read or hashed, or --check found a mismatch or a malformed line; 2 bad\n"
@@ -138,10 +138,22 @@ static void progress_draw(const char *phase)
     if (strcmp(phase, "walk") == 0)
         fprintf(stderr, "\r\033[K" WH_NAME ": walking: %llu files found",
                 (unsigned long long)found);
-    else
-        fprintf(stderr, "\r\033[K" WH_NAME ": %s: %llu/%llu files, %.1f MiB, %.1f MiB/s",
-                phase, (unsigned long long)done, (unsigned long long)pg->total, mib,
-                s > 0 ? mib / s : 0.0);
+    else {
+        /* The ETA from the rate of files so far: the walk does not stat, so the
+         * bytes still to come are unknown. */
+        double fps = s > 0 ? (double)done / s : 0.0;
+        char eta[32] = "ETA --";
+        if (fps > 0 && pg->total >= done) {
+            double left = (double)(pg->total - done) / fps;
+            if (left < 360000)
+                snprintf(eta, sizeof(eta), "ETA %d:%02d", (int)left / 60, (int)left % 60);
+        }
+        fprintf(stderr,
+                "\r\033[K" WH_NAME ": %s: %llu/%llu files, %.0f files/s, %.1f MiB, "
+                "%.1f MiB/s, %s",
+                phase, (unsigned long long)done, (unsigned long long)pg->total, fps, mib,
+                s > 0 ? mib / s : 0.0, eta);
+    }
 }
 
 static void *progress_main(void *arg)
