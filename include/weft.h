@@ -52,8 +52,38 @@ extern "C" {
 
 #define WEFT_API __attribute__((visibility("default")))
 
+/* ------------------------------------------------------------------------------
+ * Versions
+ *
+ * These three lines are the one definition of weft's version: meson.build reads them
+ * for the project's version (weft.pc's, the shared library's file name) and for the
+ * soname, so they are never restated anywhere else.
+ * MAJOR.MINOR.PATCH: PATCH fixes; MINOR adds (new functions go into a new version
+ * node of lib/weft.map); MAJOR breaks. The soname says which binaries may load the
+ * library: libweft.so.MAJOR, and while MAJOR is 0 libweft.so.0.MINOR, so that every
+ * 0.x release may break binaries built against an earlier one (0.2 did: fields were
+ * added to weft_pool_options and weft_stats, which a 0.1 binary allocates shorter).
+ * A changed layout of a struct defined in this header, the private weft__ ones that
+ * the inline weft_join reads included, breaks binaries: it needs a new soname, and
+ * tests/check_abi.sh fails until tests/abi_layout.txt records the layout under it.
+ * ---------------------------------------------------------------------------- */
+
 #define WEFT_VERSION_MAJOR 0
-#define WEFT_VERSION_MINOR 1
+#define WEFT_VERSION_MINOR 2
+#define WEFT_VERSION_PATCH 0
+
+#define WEFT__STR(x) #x
+#define WEFT__XSTR(x) WEFT__STR(x)
+/* The version this header belongs to, as a string: "0.2.0". */
+#define WEFT_VERSION \
+    WEFT__XSTR(WEFT_VERSION_MAJOR) "." WEFT__XSTR(WEFT_VERSION_MINOR) "." \
+    WEFT__XSTR(WEFT_VERSION_PATCH)
+
+/* The version of the library the program runs with (which may be newer than the
+ * header it was compiled with, under the same soname): "MAJOR.MINOR.PATCH", a static
+ * string, WEFT_VERSION of the weft.h the library was built from. Added in 0.2.
+ * Thread context: any thread; it never fails. */
+WEFT_API const char *weft_version(void);
 
 /* ------------------------------------------------------------------------------
  * Pools

@@ -54,9 +54,7 @@
 #include <errno.h>
 #include <stddef.h>
 
-_Static_assert(sizeof(_Atomic(unsigned)) == sizeof(unsigned) &&
-                   _Alignof(_Atomic(unsigned)) == _Alignof(unsigned),
-               "weft.h declares weft_event's words as plain unsigned for C++");
+/* weft.h declares the words plain unsigned for C++: asserted in abi.c. */
 
 static void waiter_cancel(struct weft__cwait *cw)
 {

@@ -77,6 +77,7 @@ struct weft__worker {
     struct weft__ring *ring;        /* this worker's ring, or NULL (blocking backend) */
     unsigned tick;                  /* jobs run since the last look at the ring */
     unsigned inj_tick;              /* jobs run since the last look at the injector */
+    bool yield_turn;                /* find_work: yielders' turn ahead of the deque */
     unsigned long switches;         /* fibers this worker has switched away from */
 
     /* Scope accounting (scope.c), owner-private: tasks of acct_scope finished here
@@ -117,17 +118,6 @@ struct weft__worker {
     struct weft__fiber thread_fiber;
 #endif
 };
-
-/* Layouts weft.h's inline join relies on (it is compiled into programs: a change
- * here is an ABI change, the soname says so). */
-_Static_assert(offsetof(struct weft__worker, dq) == 0,
-               "WEFT__DQ(): the deque is the worker's first member");
-_Static_assert(offsetof(struct weft__deque, top) == 64,
-               "struct weft__deque: the owner's line, then the thieves' (top) on the next");
-_Static_assert(offsetof(struct weft__deque, scope) + sizeof(void *) <= 64,
-               "dq.scope is on the owner's line, beside bottom");
-_Static_assert(_Alignof(struct weft__job) >= 4,
-               "deque and queue slots tag job pointers in their low two bits");
 
 struct weft_pool {
     /* Parking (park.c). The parking word: low 16 bits searching workers, high 16

@@ -43,10 +43,11 @@ void weft__runq_push_yielded(struct weft__worker *w, struct weft__wait *wt);
 struct weft__job *weft__runq_pop_yielded(struct weft__worker *w);
 bool weft__runq_yield_first(struct weft__worker *w);
 
-/* The injector: jobs from threads that are not workers of the pool. A popped
- * frame (a job with a scope) comes back tagged as a deque slot holds it. */
+/* The injector: jobs from threads that are not workers of the pool. The pop takes
+ * the oldest injected job for w to run, as a deque slot holds it (frames tagged),
+ * or NULL, and pushes up to a batch more onto w's deque (runq.c). Owner only. */
 void weft__runq_inject(weft_pool *pool, struct weft__job *job);
-struct weft__job *weft__runq_pop_injected(weft_pool *pool);
+struct weft__job *weft__runq_pop_injected(struct weft__worker *w);
 
 /* After the heavy barrier (park.c): is there anything a worker could take, on a
  * deque, a ready or yield queue, or the injector? Relaxed looks. */

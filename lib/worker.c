@@ -256,8 +256,6 @@ static struct weft__job *steal_round(struct weft__worker *w)
 /* Jobs a worker runs between looks at the injector while it has local work. */
 #define INJECT_EVERY 61
 
-/* Jobs a worker runs between looks at its ring while it has local work. */
-#define IO_EVERY 32
 
 /* The search, once the worker's own queues and deque had nothing above its floor:
  * rounds over the other workers (spinning, then yielding), then a park, until a
@@ -274,7 +272,7 @@ static struct weft__job *search(struct weft__worker *w, const struct weft__latch
             if (!job)
                 job = steal_round(w);
             if (!job)
-                job = weft__runq_pop_injected(w->pool);
+                job = weft__runq_pop_injected(w);
             if (!job && w->ring && (round & 3) == 3 && weft__io_poll(w, false) > 0)
                 job = weft__runq_pop_ready(w);
             if (job) {
@@ -314,7 +312,7 @@ struct weft__job *weft__worker_find_work(struct weft__worker *w,
 {
     struct weft__job *job;
     WEFT_ASSERT(!w->searching); /* the early returns below do not stop searching */
-    if (w->ring && (++w->tick >= IO_EVERY || weft__io_pending(w))) {
+    if (w->ring && (++w->tick >= WEFT__IO_EVERY || weft__io_pending(w))) {
         w->tick = 0;
         weft__io_poll(w, false);
     }
@@ -327,11 +325,16 @@ struct weft__job *weft__worker_find_work(struct weft__worker *w,
      * runnable run first (weft.h), the injector included. */
     if (WEFT_UNLIKELY(++w->inj_tick >= INJECT_EVERY)) {
         w->inj_tick = 0;
-        if ((job = weft__runq_pop_injected(w->pool)))
+        if ((job = weft__runq_pop_injected(w)))
             return job;
     }
-    if (weft__runq_yield_first(w) &&
-        ((job = weft__runq_pop_injected(w->pool)) || (job = weft__runq_pop_yielded(w))))
+    /* Past YIELD_MAX_PER_WORKER yielders (runq.c), every other look resumes one
+     * ahead of the deque: that bounds the stacks yielded tasks hold, and the other
+     * looks still reach the deque (yielders going first every time starved it: 8
+     * tasks spinning on weft_yield on 1 worker never let the jobs behind them on
+     * the deque start, tests/test_yield.c). */
+    if (weft__runq_yield_first(w) && (w->yield_turn = !w->yield_turn) &&
+        ((job = weft__runq_pop_injected(w)) || (job = weft__runq_pop_yielded(w))))
         return job;
     if (atomic_load_explicit(&w->dq.bottom, memory_order_relaxed) > floor) /* owner's own */
         job = weft__deque_pop(&w->dq);
@@ -339,7 +342,7 @@ struct weft__job *weft__worker_find_work(struct weft__worker *w,
         return job;
     if (w->ring && weft__io_poll(w, false) > 0 && (job = weft__runq_pop_ready(w)))
         return job;
-    if ((job = weft__runq_pop_injected(w->pool)) || (job = weft__runq_pop_yielded(w)))
+    if ((job = weft__runq_pop_injected(w)) || (job = weft__runq_pop_yielded(w)))
         return job;
     /* We stop running our own jobs (none, or only some below floor): let thieves
      * have whatever is private (deque.c). */

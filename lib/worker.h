@@ -12,6 +12,10 @@
 struct weft__worker;
 struct weft__latch;
 
+/* Jobs (or direct yields, suspend.c) a worker runs between looks at its ring while it
+ * has local work (weft__worker_find_work resets the count when it looks). */
+#define WEFT__IO_EVERY 32
+
 /* The calling thread's worker, read afresh: for code after a possible switch
  * (fiber.h, THE HAZARD). weft__self (weft.h) is the variable itself. */
 struct weft__worker *weft__current(void);

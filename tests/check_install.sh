@@ -5,7 +5,9 @@
 # the tree with `pkg-config --cflags --libs weft` (shared) and `pkg-config --static`
 # (libweft.a), and run them. The consumer also checks that malloc and friends still
 # resolve to libc: the library must never replace the host's allocator, and a buffer
-# the library hands out (weft_read_file) must be free()able by the host.
+# the library hands out (weft_read_file) must be free()able by the host. And the
+# version is one: the installed weft.h's macros, weft_version(), pkg-config
+# --modversion and the soname (weft.h's rule) agree.
 # Usage: check_install.sh source-root build-root
 set -eu
 
@@ -45,7 +47,7 @@ fi
 step "configure and install into $prefix ($extra)"
 # shellcheck disable=SC2086
 meson setup "$tmp/build" "$src" -Dtests=false -Dbenchmarks=false -Dtools=false \
-    --prefix="$prefix" --libdir=lib $extra >"$tmp/setup.log" 2>&1 ||
+    --wrap-mode=nodownload --prefix="$prefix" --libdir=lib $extra >"$tmp/setup.log" 2>&1 ||
     { cat "$tmp/setup.log" >&2; die "meson setup"; }
 ninja -C "$tmp/build" install >"$tmp/install.log" 2>&1 ||
     { cat "$tmp/install.log" >&2; die "ninja install"; }
@@ -117,10 +119,25 @@ static int check_alloc(void)
     return 0;
 }
 
+/* The header's version macros and the library's weft_version() agree; the version
+ * is printed for the script to compare with pkg-config's. */
+static int check_version(void)
+{
+    char parts[64];
+    snprintf(parts, sizeof parts, "%d.%d.%d", WEFT_VERSION_MAJOR, WEFT_VERSION_MINOR,
+             WEFT_VERSION_PATCH);
+    const char *lib = weft_version();
+    if (!lib || strcmp(lib, WEFT_VERSION) != 0 || strcmp(parts, WEFT_VERSION) != 0)
+        FAIL("versions disagree: weft_version() %s, WEFT_VERSION %s, macros %s",
+             lib ? lib : "(null)", WEFT_VERSION, parts);
+    printf("version %s\n", lib);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
-    if (check_alloc()) return 1;
+    if (check_version() || check_alloc()) return 1;
     weft_pool *pool = NULL;
     weft_pool_options o = {.threads = 2};
     if (weft_pool_create(&pool, &o) != 0) FAIL("weft_pool_create");
@@ -146,11 +163,42 @@ echo "   $flags"
 # shellcheck disable=SC2086
 "$CC" -o "$tmp/consumer/prog" "$tmp/consumer/prog.c" $flags -ldl ||
     die "compiling the consumer against the staged install"
-LD_LIBRARY_PATH=$prefix/lib "$tmp/consumer/prog" || die "the shared consumer failed"
+LD_LIBRARY_PATH=$prefix/lib "$tmp/consumer/prog" >"$tmp/consumer/out" ||
+    { cat "$tmp/consumer/out"; die "the shared consumer failed"; }
+cat "$tmp/consumer/out"
+
+step "versions: weft.h, weft_version(), pkg-config --modversion, soname"
+# The installed header's three macros (the one definition, include/weft.h), the
+# library's weft_version() (the consumer checked it against the macros and printed
+# it), weft.pc's version, and the soname weft.h's rule derives from them.
+hdr=$prefix/include/weft.h
+major=$(sed -n 's/^#define WEFT_VERSION_MAJOR *\([0-9][0-9]*\) *$/\1/p' "$hdr")
+minor=$(sed -n 's/^#define WEFT_VERSION_MINOR *\([0-9][0-9]*\) *$/\1/p' "$hdr")
+patch=$(sed -n 's/^#define WEFT_VERSION_PATCH *\([0-9][0-9]*\) *$/\1/p' "$hdr")
+[ -n "$major" ] && [ -n "$minor" ] && [ -n "$patch" ] ||
+    die "the installed weft.h lacks WEFT_VERSION_MAJOR/MINOR/PATCH"
+want=$major.$minor.$patch
+got_lib=$(sed -n 's/^version //p' "$tmp/consumer/out")
+got_pc=$(PKG_CONFIG_PATH=$pcpath pkg-config --modversion weft) || die "pkg-config --modversion"
+[ "$got_lib" = "$want" ] || die "weft_version() says '$got_lib', weft.h $want"
+[ "$got_pc" = "$want" ] || die "pkg-config --modversion says '$got_pc', weft.h $want"
+if [ "$major" = 0 ]; then want_so=libweft.so.0.$minor; else want_so=libweft.so.$major; fi
+if command -v readelf >/dev/null 2>&1; then
+    so=$(readelf -d "$prefix/lib/libweft.so" | sed -n 's/.*(SONAME).*\[\(.*\)\].*/\1/p')
+    [ "$so" = "$want_so" ] || die "the soname is '$so', weft.h's rule says $want_so"
+    [ -e "$prefix/lib/$so" ] || die "$so not installed"
+    echo "   $want everywhere; soname $so"
+else
+    echo "   $want everywhere; soname not checked (no readelf)"
+fi
 if command -v readelf >/dev/null 2>&1; then
     readelf -d "$tmp/consumer/prog" | grep -q 'NEEDED.*libweft\.so' ||
         die "the shared consumer does not link libweft.so"
 fi
+
+step "the installed library and header: tests/check_abi.sh (names, versions, layouts)"
+"$src/tests/check_abi.sh" --map "$src/lib/weft.map" --layout "$src/tests/abi_layout.txt" \
+    "$prefix/lib/libweft.so" "$prefix/include/weft.h" "$CC" || die "check_abi.sh on the install"
 
 step "static: pkg-config --static --cflags --libs weft (libweft.a only)"
 # A copy of the prefix without the shared library, so that -lweft can only mean

@@ -127,3 +127,35 @@ Test(yield, yielders_and_injected_work_share_a_worker)
     cr_assert_eq(atomic_load(&c.gave_up), 0);
     weft_pool_destroy(pool);
 }
+
+/* Jobs on the deque behind yielders: a task spawns the flag setter first and 8
+ * spinners after it, all onto its own worker's deque (1 worker). The spinners run
+ * first (newest first) and then yield; once 4 wait, yielders resume ahead of the
+ * deque, and when that happened on every look the setter never ran (the spinners
+ * gave up at the watchdog). */
+static int setter_below_spinners(weft_scope *s, void *p)
+{
+    struct spin *c = p;
+    TCHECK(weft_spawn(s, set_flag, c) == 0);
+    for (unsigned i = 0; i < c->nspin; i++)
+        TCHECK(weft_spawn(s, spinner, c) == 0);
+    return 0;
+}
+
+static int deque_behind_yielders_task(void *p)
+{
+    return weft_scope_run(NULL, setter_below_spinners, p);
+}
+
+Test(yield, deque_jobs_behind_yielders_run)
+{
+    weft_pool *pool = mkpool(1);
+    struct spin c = {.pool = pool, .nspin = 8};
+    double t0 = now_s();
+    cr_assert_eq(weft_run(pool, deque_behind_yielders_task, &c), 0);
+    ASSERT_NO_BAD();
+    cr_assert_eq(atomic_load(&c.gave_up), 0,
+                 "the job behind the yielders waited %.3f s", now_s() - t0);
+    cr_assert_eq(atomic_load(&c.started), 8);
+    weft_pool_destroy(pool);
+}

@@ -12,6 +12,10 @@ start to exit, output to /dev/null):
   weft-hash       weft-hash -j1 and -j2
   xxhsum          find TREE -type f -print0 | xargs -0 xxhsum -H3
   xxhsum -P2      find TREE -type f -print0 | xargs -0 -P2 -n256 xxhsum -H3
+  b3sum           find TREE -type f -print0 | xargs -0 b3sum --num-threads 1
+  b3sum -P2       find TREE -type f -print0 | xargs -0 -P2 -n256 b3sum --num-threads 1
+                  (BLAKE3, Debian's b3sum, one thread per process so that -P2 is
+                  its two cores; skipped where b3sum is missing)
 
 Before timing, every variant runs once untimed, so the page cache is warm for all
 of them; the timed runs then go round-robin (the variants share any drift of the
@@ -135,6 +139,16 @@ def main():
         ("xxhsum", "find | xargs -P2 -n256 xxhsum", 2,
          ["bash", "-c", find + "xargs -0 -P2 -n256 xxhsum -H3", "_"] + trees),
     ]
+    if shutil.which("b3sum"):
+        variants += [
+            ("tool", "find | xargs b3sum", 1,
+             ["bash", "-c", find + "xargs -0 b3sum --num-threads 1", "_"] + trees),
+            ("tool", "find | xargs -P2 -n256 b3sum", 2,
+             ["bash", "-c", find + "xargs -0 -P2 -n256 b3sum --num-threads 1", "_"] + trees),
+        ]
+    else:
+        print("compare: note: b3sum not found (Debian: apt-get install b3sum): no b3sum rows",
+              file=sys.stderr)
 
     # Same listing as xxhsum's?
     env = dict(os.environ, LC_ALL="C")
@@ -157,7 +171,7 @@ def main():
         for i, (impl, _, workers, cmd) in enumerate(variants):
             if a.cold:
                 evict(files_list, drop)
-            if impl == "xxhsum":
+            if impl in ("xxhsum", "tool"):
                 t, rc = timed(cmd)
             else:
                 t0 = time.perf_counter_ns()
@@ -165,7 +179,7 @@ def main():
                 t, rc = time.perf_counter_ns() - t0, f["rc"]
                 if workers == 2 and impl == "weft":
                     phases.append(f)
-            if rc not in (0, 1) or (impl != "xxhsum" and rc != 0):
+            if rc not in (0, 1) or (impl not in ("xxhsum", "tool") and rc != 0):
                 sys.exit("compare: %s exited with %d" % (" ".join(cmd), rc))
             times[i].append(t)
 

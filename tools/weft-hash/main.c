@@ -57,8 +57,8 @@ static const char usage_text[] =
 "\n"
 "Errors (unreadable files, directories that cannot be opened, with -L dangling\n"
 "links and loops) are printed on stderr with the path and the reason; the run goes\n"
-"on. When stderr is a terminal, a progress line shows files and bytes done and the\n"
-"rate.\n"
+"on. When stderr is a terminal, a progress line shows files and bytes done, files/s,\n"
+"MiB/s and an estimate of the time left.\n"
 "\n"
 "Exit status: 0 all files hashed (or all checked OK); 1 some file could not be\n"
 "found, read or hashed, or --check found a mismatch or a malformed line; 2 bad\n"
@@ -138,10 +138,22 @@ static void progress_draw(const char *phase)
     if (strcmp(phase, "walk") == 0)
         fprintf(stderr, "\r\033[K" WH_NAME ": walking: %llu files found",
                 (unsigned long long)found);
-    else
-        fprintf(stderr, "\r\033[K" WH_NAME ": %s: %llu/%llu files, %.1f MiB, %.1f MiB/s",
-                phase, (unsigned long long)done, (unsigned long long)pg->total, mib,
-                s > 0 ? mib / s : 0.0);
+    else {
+        /* The ETA from the rate of files so far: the walk does not stat, so the
+         * bytes still to come are unknown. */
+        double fps = s > 0 ? (double)done / s : 0.0;
+        char eta[32] = "ETA --";
+        if (fps > 0 && pg->total >= done) {
+            double left = (double)(pg->total - done) / fps;
+            if (left < 360000)
+                snprintf(eta, sizeof(eta), "ETA %d:%02d", (int)left / 60, (int)left % 60);
+        }
+        fprintf(stderr,
+                "\r\033[K" WH_NAME ": %s: %llu/%llu files, %.0f files/s, %.1f MiB, "
+                "%.1f MiB/s, %s",
+                phase, (unsigned long long)done, (unsigned long long)pg->total, fps, mib,
+                s > 0 ? mib / s : 0.0, eta);
+    }
 }
 
 static void *progress_main(void *arg)
@@ -329,6 +341,10 @@ static int hash_paths(const struct wh_opts *o, char **paths, size_t npaths, uint
                     "p50 %.1f us, p99 %.1f us\n",
                     (double)st.busy_ns / 1e9, (double)st.idle_ns / 1e9,
                     (double)st.latency_p50_ns / 1e3, (double)st.latency_p99_ns / 1e3);
+            /* Under make -jN: the tokens this run took from make's jobserver beside
+             * its implicit one (weft runs at most 1 + tokens workers at once). */
+            fprintf(stderr, WH_NAME ": jobserver tokens held at most %llu\n",
+                    (unsigned long long)st.jobserver_tokens_peak);
             for (unsigned i = 0; i < workers; i++) {
                 weft_stats ws;
                 if (weft_pool_stats_worker(g_pool, i, &ws) != 0)
@@ -394,8 +410,8 @@ int main(int argc, char **argv)
         case 'q': o.quiet = true; break;
         case 'h': fputs(usage_text, stdout); return WH_OK;
         case 'V':
-            printf(WH_NAME " " WH_VERSION " (weft %d.%d, XXH3-64 from libxxhash)\n",
-                   WEFT_VERSION_MAJOR, WEFT_VERSION_MINOR);
+            printf(WH_NAME " " WH_VERSION " (weft %s, XXH3-64 from libxxhash)\n",
+                   weft_version()); /* the library it runs with */
             return WH_OK;
         case ':':
             usage_error("option requires an argument: '%s'", argv[optind - 1]);
