@@ -18,6 +18,7 @@
 #include <stdalign.h>
 #include <stdatomic.h>
 
+#include "spin.h"
 #include "weft.h"
 #include "debug.h"
 #include "deque.h"
@@ -172,15 +173,6 @@ struct weft_pool {
     struct weft__trace *trace;
     weft_pool *next_pool;                 /* all pools, for the fork handler (pool.c) */
 };
-
-static inline void weft__cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
 
 /* pool.c */
 weft_pool *weft__pool_resolve(weft_pool *pool, int *err);

@@ -44,21 +44,12 @@
 /* The ready queues' lock (see the top of the file). */
 static inline void rq_lock(struct weft__worker *w)
 {
-    /* Acquire: pairs with the release in rq_unlock(). */
-    while (atomic_exchange_explicit(&w->ready_lock, 1, memory_order_acquire) != 0) {
-        for (unsigned k = 0; atomic_load_explicit(&w->ready_lock, memory_order_relaxed); k++) {
-            if (k < 64)
-                weft__cpu_relax();
-            else
-                sched_yield();
-        }
-    }
+    weft__spin_acquire(&w->ready_lock);
 }
 
 static inline void rq_unlock(struct weft__worker *w)
 {
-    /* Release: pairs with the acquire exchange in rq_lock(). */
-    atomic_store_explicit(&w->ready_lock, 0, memory_order_release);
+    weft__spin_release(&w->ready_lock);
 }
 
 static void queue_push(struct weft__worker *w, struct weft__jobq *q, _Atomic(size_t) *len,

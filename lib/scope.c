@@ -60,7 +60,7 @@ struct weft_scope {
     _Atomic(bool) cancelled;
     _Atomic(unsigned) limit;       /* 0: none */
     struct weft__latch done;
-    _Atomic(uint32_t) mu;          /* spinlock (spin_lock): limited scopes' running
+    _Atomic(uint32_t) mu;          /* spinlock (spin.h): limited scopes' running
                                       and deferred, ops, waits */
     unsigned running;
     struct weft__jobq deferred;    /* frames over the limit, FIFO (under mu) */
@@ -80,37 +80,18 @@ WEFT__DLIST_DEFINE(op_list, struct weft__op, sprev, snext)
 WEFT__DLIST_DEFINE(wait_list, struct weft__cwait, prev, next)
 WEFT__DLIST_DEFINE(kid_list, struct weft_scope, kprev, knext)
 
-/* The scope's two spinlocks (mu, klock). Held for a few stores, except while a
- * cancel walks a list (it cancels I/O and wakes waits): waiters then yield. As
- * pthread mutexes, the kids list's lock and unlock cost ~165 instructions per nested
- * scope and mu's init and destroy ~25 per scope (callgrind), against ~10. */
-static void spin_lock(_Atomic(uint32_t) *l)
-{
-    /* Acquire: pairs with the release in spin_unlock(). */
-    while (atomic_exchange_explicit(l, 1, memory_order_acquire) != 0) {
-        for (unsigned k = 0; atomic_load_explicit(l, memory_order_relaxed); k++) {
-            if (k < 64)
-                weft__cpu_relax();
-            else
-                sched_yield(); /* a cancel walks a list: it may take a while */
-        }
-    }
-}
-
-static void spin_unlock(_Atomic(uint32_t) *l)
-{
-    /* Release: pairs with the acquire exchange in spin_lock(). */
-    atomic_store_explicit(l, 0, memory_order_release);
-}
-
+/* The scope's two spinlocks (mu, klock; spin.h). Held for a few stores, except
+ * while a cancel walks a list (it cancels I/O and wakes waits): waiters then yield.
+ * As pthread mutexes, the kids list's lock and unlock cost ~165 instructions per
+ * nested scope and mu's init and destroy ~25 per scope (callgrind), against ~10. */
 static void kids_lock(struct weft_scope *s)
 {
-    spin_lock(&s->klock);
+    weft__spin_acquire(&s->klock);
 }
 
 static void kids_unlock(struct weft_scope *s)
 {
-    spin_unlock(&s->klock);
+    weft__spin_release(&s->klock);
 }
 
 /* Frames use job.result as the "already admitted" mark (frames have no result). */
@@ -128,14 +109,14 @@ static void scope_fail(struct weft_scope *s, int err)
     /* In-flight I/O of its tasks: cancel it (io.c); then the scopes nested in its
      * tasks. An operation or a kid added after this walk sees the flag under mu
      * (weft__scope_op_add, link_kid). */
-    spin_lock(&s->mu);
+    weft__spin_acquire(&s->mu);
     for (struct weft__op *op = s->ops; op; op = op->snext)
         weft__op_cancel(op);
     /* Event and channel waits (event.c): each cancel ends its wait, if a waker has
      * not already; the waiter unregisters under mu, so cw is valid meanwhile. */
     for (struct weft__cwait *cw = s->waits; cw; cw = cw->next)
         cw->cancel(cw);
-    spin_unlock(&s->mu);
+    weft__spin_release(&s->mu);
     kids_lock(s);
     for (struct weft_scope *k = s->kids; k; k = k->knext)
         scope_fail(k, -ECANCELED);
@@ -144,22 +125,22 @@ static void scope_fail(struct weft_scope *s, int err)
 
 int weft__scope_wait_add(struct weft_scope *s, struct weft__cwait *cw)
 {
-    spin_lock(&s->mu);
+    weft__spin_acquire(&s->mu);
     /* Relaxed: mu orders it against scope_fail's walk. */
     if (atomic_load_explicit(&s->cancelled, memory_order_relaxed)) {
-        spin_unlock(&s->mu);
+        weft__spin_release(&s->mu);
         return -ECANCELED;
     }
     wait_list_insert(&s->waits, NULL, cw);
-    spin_unlock(&s->mu);
+    weft__spin_release(&s->mu);
     return 0;
 }
 
 void weft__scope_wait_del(struct weft_scope *s, struct weft__cwait *cw)
 {
-    spin_lock(&s->mu);
+    weft__spin_acquire(&s->mu);
     wait_list_remove(&s->waits, NULL, cw);
-    spin_unlock(&s->mu);
+    weft__spin_release(&s->mu);
     kids_lock(s);
     for (struct weft_scope *k = s->kids; k; k = k->knext)
         scope_fail(k, -ECANCELED);
@@ -197,23 +178,23 @@ static void unlink_kid(struct weft_scope *s)
 
 int weft__scope_op_add(struct weft_scope *s, struct weft__op *op)
 {
-    spin_lock(&s->mu);
+    weft__spin_acquire(&s->mu);
     /* Relaxed: mu orders it against scope_fail's walk. */
     if (atomic_load_explicit(&s->cancelled, memory_order_relaxed)) {
-        spin_unlock(&s->mu);
+        weft__spin_release(&s->mu);
         return -ECANCELED;
     }
     op_list_insert(&s->ops, NULL, op);
-    spin_unlock(&s->mu);
+    weft__spin_release(&s->mu);
     return 0;
 }
 
 void weft__scope_op_del(struct weft_scope *s, struct weft__op *op)
 {
-    spin_lock(&s->mu);
+    weft__spin_acquire(&s->mu);
     op_list_remove(&s->ops, NULL, op);
     weft__uring_unqueue(op);
-    spin_unlock(&s->mu);
+    weft__spin_release(&s->mu);
 }
 
 /* n of the scope's counts are done (finished tasks, the body's own): whoever takes
@@ -356,14 +337,14 @@ void weft__run_frame(struct weft__worker *w, struct weft__job *f)
         weft__acct_flush(w); /* a frame of another scope: hand in the old one's */
     unsigned limit = atomic_load_explicit(&s->limit, memory_order_relaxed);
     if (limit && f->result != ADMITTED) {
-        spin_lock(&s->mu);
+        weft__spin_acquire(&s->mu);
         if (s->running >= limit) {
             weft__jobq_push(&s->deferred, f);
-            spin_unlock(&s->mu);
+            weft__spin_release(&s->mu);
             return;
         }
         s->running++;
-        spin_unlock(&s->mu);
+        weft__spin_release(&s->mu);
     }
     weft__spawn_started(w, f); /* a latency sample (stats.c) */
     /* Acquire: pairs with the release in scope_fail(). */
@@ -379,11 +360,11 @@ void weft__run_frame(struct weft__worker *w, struct weft__job *f)
     }
     struct weft__job *next = NULL;
     if (limit) {
-        spin_lock(&s->mu);
+        weft__spin_acquire(&s->mu);
         s->running--;
         if ((next = weft__jobq_pop(&s->deferred)))
             s->running++;
-        spin_unlock(&s->mu);
+        weft__spin_release(&s->mu);
     }
     weft__frame_put(pool, w, f);
     if (next) {
