@@ -123,14 +123,16 @@ static int ring_pool_init(weft_pool *pool)
 {
     unsigned entries = pool->ring_entries ? pool->ring_entries : RING_ENTRIES_DEFAULT;
     struct io_uring_probe *probe = NULL;
-    int err = -ENOMEM;
+    int err = 0;
     for (unsigned i = 0; i < pool->nthreads; i++) {
         struct weft__ring *ring = WEFT__FAULT("uring.io") ? NULL : calloc(1, sizeof(*ring));
-        if (!ring)
+        if (!ring) {
+            err = -ENOMEM;
             goto fail;
+        }
         ring->efd = WEFT__FAULT("uring.eventfd") ? -1 : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (ring->efd < 0) {
-            err = -errno;
+            err = -ENOMEM; /* out of descriptors, or the fault site: no ring either way */
             free(ring);
             goto fail;
         }
