@@ -133,10 +133,11 @@ static void blocking_pool_free(weft_pool *pool)
     free(b);
 }
 
+/* The caller has set op's state to BS_DONE under mu (a cancel reads it there), and
+ * holds mu no longer. */
 static void complete(struct weft__op *op, int64_t res)
 {
     op->res = res;
-    op->priv.blocking.state = BS_DONE;
     /* The ready queue's lock publishes res to whoever resumes the task. */
     weft__runq_ready(op->w, &op->wait);
 }
@@ -217,6 +218,7 @@ static void *bthread_main(void *arg)
             wait_locked(b, op);    /* lost a race for the data: wait again */
             continue;
         }
+        op->priv.blocking.state = BS_DONE;
         pthread_mutex_unlock(&b->mu);
         complete(op, r);
         pthread_mutex_lock(&b->mu);
@@ -270,10 +272,13 @@ static struct weft__op *take_due_locked(struct weft__blocking *b, int64_t *next)
     return done;
 }
 
-/* Complete the operations of list (linked through priv.blocking.next) with mu dropped: due ones
- * (by_flag) with -ECANCELED if cancelled, else 0; ready ones with op->res. */
+/* Complete the operations of list (linked through priv.blocking.next) with mu
+ * dropped: due ones (by_flag) with -ECANCELED if cancelled, else 0; ready ones with
+ * op->res. */
 static void complete_list(struct weft__blocking *b, struct weft__op *list, bool by_flag)
 {
+    for (struct weft__op *op = list; op; op = op->priv.blocking.next)
+        op->priv.blocking.state = BS_DONE;
     pthread_mutex_unlock(&b->mu);
     while (list) {
         struct weft__op *op = list;
@@ -421,6 +426,7 @@ static void after_blocking(struct weft__worker *w, struct weft__wait *wt, void *
     struct weft__blocking *b = op->w->pool->blocking;
     pthread_mutex_lock(&b->mu);
     if (atomic_load_explicit(&op->cancelled, memory_order_relaxed)) {
+        op->priv.blocking.state = BS_DONE;
         pthread_mutex_unlock(&b->mu);
         complete(op, -ECANCELED);
         return;
