@@ -19,19 +19,23 @@
  * Threads start on demand, up to max(4, 2 x workers), and live until the pool is
  * destroyed. They block every signal (they are started by workers, which do).
  *
- * The same threads serve both backends for what has no ring operation: user calls
- * that block (weft_run_blocking: WEFT__OP_CALL, which runs to completion once
+ * The same threads serve both backends for what has no ring operation (they are
+ * every pool's offload backend, backend.h): user calls that block (weft_run_blocking: WEFT__OP_CALL, which runs to completion once
  * started) and, where pidfd_open is missing, waiting for a child (WEFT__OP_WAITPID,
  * proc.c). A pidfd (WEFT__OP_POLL) waits in the poller and completes there as
  * soon as it is readable: a thousand children waited on cost no thread each.
  *
- * Cancellation (io.c calls weft__blocking_cancel under the scope's lock): a queued
+ * Cancellation (backend.h's cancel, under the scope's lock): a queued
  * operation is taken off the queue and completes with -ECANCELED; one waiting in
  * the poller is marked and the poller completes it; one whose syscall is running
  * finishes (it is ready or bounded).
+ *
+ * As a backend (backend.h's table, at the end): nothing to reap and nothing kept
+ * once an operation is done (the threads make its task ready themselves), so no
+ * poll, pending or unqueue; a worker parks on its futex word.
  */
 #define _GNU_SOURCE
-#include "reactor.h"
+#include "backend.h"
 #include "fault.h"
 
 #include <errno.h>
@@ -41,12 +45,11 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-/* The queue of syscalls to run (list.h), through bnext. */
-WEFT__FIFO_DEFINE(op_fifo, struct weft__op, bnext)
+/* The queue of syscalls to run (list.h), through priv.blocking.next. */
+WEFT__FIFO_DEFINE(op_fifo, struct weft__op, priv.blocking.next)
 
 enum { BS_QUEUED = 1, BS_WAITING, BS_RUNNING, BS_DONE };
 
@@ -63,7 +66,7 @@ struct weft__blocking {
     bool poller_started;
     pthread_t poller;
     int efd;                              /* wakes the poller */
-    struct weft__op *waiting;             /* linked through bnext (under mu) */
+    struct weft__op *waiting;             /* linked through priv.blocking.next (under mu) */
     unsigned nwaiting;
     /* The poller's poll arrays (its own; under mu when they change), kept here too so
      * that a forked child, where the poller does not exist, can free them. */
@@ -71,69 +74,7 @@ struct weft__blocking {
     struct weft__op **poll_ops;
 };
 
-int64_t weft__op_syscall(struct weft__op *op)
-{
-    long r = 0;
-    switch (op->kind) {
-    case WEFT__OP_OPEN:
-        r = open(op->path, op->flags, op->mode);
-        break;
-    case WEFT__OP_CLOSE:
-        r = close(op->fd);
-        break;
-    case WEFT__OP_READ:
-        r = op->off == -1 ? read(op->fd, op->buf, op->len)
-                          : pread(op->fd, op->buf, op->len, op->off);
-        break;
-    case WEFT__OP_WRITE:
-        r = op->off == -1 ? write(op->fd, op->buf, op->len)
-                          : pwrite(op->fd, op->buf, op->len, op->off);
-        break;
-    case WEFT__OP_STATX:
-        r = statx(op->fd, op->path, op->flags, op->mask, op->stx);
-        break;
-    case WEFT__OP_FSYNC:
-        r = fsync(op->fd);
-        break;
-    case WEFT__OP_ACCEPT:
-        r = accept4(op->fd, op->addr, op->addrlenp, op->flags);
-        break;
-    case WEFT__OP_CONNECT:
-        r = connect(op->fd, op->addr, op->addrlen);
-        break;
-    case WEFT__OP_RECV:
-        r = recv(op->fd, op->buf, op->len, op->flags);
-        break;
-    case WEFT__OP_SEND:
-        r = send(op->fd, op->buf, op->len, op->flags);
-        break;
-    case WEFT__OP_SLEEP: {
-        struct timespec ts = op->ts;
-        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-            ;
-        return 0;
-    }
-    case WEFT__OP_POLL: {
-        struct pollfd p = {.fd = op->fd, .events = POLLIN};
-        while ((r = poll(&p, 1, -1)) < 0 && errno == EINTR)
-            ;
-        return r < 0 ? -errno : p.revents;
-    }
-    case WEFT__OP_CALL:
-        return op->fn(op->arg); /* the user's result, as it is */
-    case WEFT__OP_WAITPID: {
-        /* WNOWAIT: the task reaps, so a cancelled wait leaves the child unreaped. */
-        siginfo_t si;
-        while ((r = waitid(P_PID, (id_t)op->fd, &si, WEXITED | WNOWAIT)) < 0 &&
-               errno == EINTR)
-            ;
-        break;
-    }
-    }
-    return r < 0 ? -errno : r;
-}
-
-int weft__blocking_init(weft_pool *pool)
+static int blocking_pool_init(weft_pool *pool)
 {
     struct weft__blocking *b = WEFT__FAULT("blocking.alloc") ? NULL : calloc(1, sizeof(*b));
     if (!b)
@@ -157,7 +98,7 @@ int weft__blocking_init(weft_pool *pool)
     return 0;
 }
 
-void weft__blocking_free(weft_pool *pool)
+static void blocking_pool_free(weft_pool *pool)
 {
     struct weft__blocking *b = pool->blocking;
     if (!b)
@@ -192,10 +133,11 @@ void weft__blocking_free(weft_pool *pool)
     free(b);
 }
 
+/* The caller has set op's state to BS_DONE under mu (a cancel reads it there), and
+ * holds mu no longer. */
 static void complete(struct weft__op *op, int64_t res)
 {
     op->res = res;
-    op->bstate = BS_DONE;
     /* The ready queue's lock publishes res to whoever resumes the task. */
     weft__runq_ready(op->w, &op->wait);
 }
@@ -219,7 +161,7 @@ static void *poller_main(void *arg);
 /* Called with mu held. */
 static void enqueue_locked(struct weft__blocking *b, struct weft__op *op)
 {
-    op->bstate = BS_QUEUED;
+    op->priv.blocking.state = BS_QUEUED;
     op_fifo_push(&b->queue, op);
     /* More queued than idle threads: start one. Not "no thread idle": a thread
      * signalled for an earlier op counts as idle until it runs, so two ops queued
@@ -235,8 +177,8 @@ static void enqueue_locked(struct weft__blocking *b, struct weft__op *op)
 /* Called with mu held. */
 static void wait_locked(struct weft__blocking *b, struct weft__op *op)
 {
-    op->bstate = BS_WAITING;
-    op->bnext = b->waiting;
+    op->priv.blocking.state = BS_WAITING;
+    op->priv.blocking.next = b->waiting;
     b->waiting = op;
     b->nwaiting++;
     if (!b->poller_started && !WEFT__FAULT("thread.poller") &&
@@ -260,9 +202,9 @@ static void *bthread_main(void *arg)
             break;
         struct weft__op *op = op_fifo_pop(&b->queue);
         b->nqueued--;
-        op->bstate = BS_RUNNING;
+        op->priv.blocking.state = BS_RUNNING;
         pthread_mutex_unlock(&b->mu);
-        bool polled = op->flags & (int)0x40000000; /* see weft__blocking_run */
+        bool polled = op->flags & (int)0x40000000; /* see blocking_run */
         int saved = op->flags;
         if (polled && (op->kind == WEFT__OP_RECV || op->kind == WEFT__OP_SEND))
             op->flags = (saved & ~0x40000000) | MSG_DONTWAIT;
@@ -276,6 +218,7 @@ static void *bthread_main(void *arg)
             wait_locked(b, op);    /* lost a race for the data: wait again */
             continue;
         }
+        op->priv.blocking.state = BS_DONE;
         pthread_mutex_unlock(&b->mu);
         complete(op, r);
         pthread_mutex_lock(&b->mu);
@@ -300,7 +243,7 @@ static int64_t deadline_ns(const struct weft__op *op)
  * the waiting list, so what they hand back stays valid once mu is dropped. */
 
 /* Take the cancelled operations and the sleeps that are due off the waiting list
- * (returned, linked through bnext) and find the nearest deadline of the sleeps left
+ * (returned, linked through priv.blocking.next) and find the nearest deadline of the sleeps left
  * (*next, ns from now; -1: none). */
 static struct weft__op *take_due_locked(struct weft__blocking *b, int64_t *next)
 {
@@ -313,9 +256,9 @@ static struct weft__op *take_due_locked(struct weft__blocking *b, int64_t *next)
         bool due = atomic_load_explicit(&op->cancelled, memory_order_relaxed) ||
                    (op->kind == WEFT__OP_SLEEP && deadline_ns(op) <= now);
         if (due) {
-            *pp = op->bnext;
+            *pp = op->priv.blocking.next;
             b->nwaiting--;
-            op->bnext = done;
+            op->priv.blocking.next = done;
             done = op;
             continue;
         }
@@ -324,19 +267,22 @@ static struct weft__op *take_due_locked(struct weft__blocking *b, int64_t *next)
             if (*next < 0 || d < *next)
                 *next = d;
         }
-        pp = &op->bnext;
+        pp = &op->priv.blocking.next;
     }
     return done;
 }
 
-/* Complete the operations of list (linked through bnext) with mu dropped: due ones
- * (by_flag) with -ECANCELED if cancelled, else 0; ready ones with op->res. */
+/* Complete the operations of list (linked through priv.blocking.next) with mu
+ * dropped: due ones (by_flag) with -ECANCELED if cancelled, else 0; ready ones with
+ * op->res. */
 static void complete_list(struct weft__blocking *b, struct weft__op *list, bool by_flag)
 {
+    for (struct weft__op *op = list; op; op = op->priv.blocking.next)
+        op->priv.blocking.state = BS_DONE;
     pthread_mutex_unlock(&b->mu);
     while (list) {
         struct weft__op *op = list;
-        list = op->bnext;
+        list = op->priv.blocking.next;
         if (by_flag)
             complete(op, atomic_load_explicit(&op->cancelled, memory_order_relaxed)
                              ? -ECANCELED : 0);
@@ -368,7 +314,7 @@ static bool poll_room_locked(struct weft__blocking *b, size_t *cap)
 
 /* After poll() returned n entries: take the ready operations off the waiting list.
  * A WEFT__OP_POLL is done (readiness is its result: a pidfd, the child exited; no
- * blocking thread): returned, linked through bnext. The others go to the blocking
+ * blocking thread): returned, linked through priv.blocking.next. The others go to the blocking
  * threads' queue for their syscall. */
 static struct weft__op *take_ready_locked(struct weft__blocking *b, const struct pollfd *fds,
                                           struct weft__op **ops, size_t n)
@@ -378,15 +324,15 @@ static struct weft__op *take_ready_locked(struct weft__blocking *b, const struct
         if (!fds[i].revents)
             continue;
         struct weft__op *op = ops[i];
-        for (struct weft__op **pp = &b->waiting; *pp; pp = &(*pp)->bnext)
+        for (struct weft__op **pp = &b->waiting; *pp; pp = &(*pp)->priv.blocking.next)
             if (*pp == op) {
-                *pp = op->bnext;
+                *pp = op->priv.blocking.next;
                 b->nwaiting--;
                 break;
             }
         if (op->kind == WEFT__OP_POLL) {
             op->res = fds[i].revents;
-            op->bnext = ready;
+            op->priv.blocking.next = ready;
             ready = op;
             continue;
         }
@@ -423,7 +369,7 @@ static void *poller_main(void *arg)
         struct weft__op **ops = b->poll_ops;
         size_t n = 1;
         fds[0] = (struct pollfd){.fd = b->efd, .events = POLLIN};
-        for (struct weft__op *op = b->waiting; op && n < cap; op = op->bnext) {
+        for (struct weft__op *op = b->waiting; op && n < cap; op = op->priv.blocking.next) {
             if (op->kind == WEFT__OP_SLEEP)
                 continue;
             fds[n] = (struct pollfd){.fd = op->fd, .events = op_events(op)};
@@ -480,6 +426,7 @@ static void after_blocking(struct weft__worker *w, struct weft__wait *wt, void *
     struct weft__blocking *b = op->w->pool->blocking;
     pthread_mutex_lock(&b->mu);
     if (atomic_load_explicit(&op->cancelled, memory_order_relaxed)) {
+        op->priv.blocking.state = BS_DONE;
         pthread_mutex_unlock(&b->mu);
         complete(op, -ECANCELED);
         return;
@@ -509,7 +456,7 @@ static bool can_queue(struct weft__blocking *b, bool poll, bool thread)
     return ok;
 }
 
-int64_t weft__blocking_run(struct weft__worker *w, struct weft__op *op)
+static int64_t blocking_run(struct weft__worker *w, struct weft__op *op)
 {
     (void)w; /* op->w, set by io.c before the op went on its scope's list */
     bool poll = op->kind == WEFT__OP_SLEEP || needs_poll(op); /* the poller waits for it */
@@ -547,19 +494,42 @@ unsigned weft__blocking_threads(const weft_pool *pool)
     return n;
 }
 
-void weft__blocking_cancel(weft_pool *pool, struct weft__op *op)
+static void blocking_cancel(struct weft__op *op)
 {
-    struct weft__blocking *b = pool->blocking;
+    struct weft__blocking *b = op->w->pool->blocking;
     pthread_mutex_lock(&b->mu);
-    if (op->bstate == BS_QUEUED) {
+    if (op->priv.blocking.state == BS_QUEUED) {
         if (op_fifo_remove(&b->queue, op))
             b->nqueued--;
-        op->bstate = BS_DONE;
+        op->priv.blocking.state = BS_DONE;
         pthread_mutex_unlock(&b->mu);
         complete(op, -ECANCELED);
         return;
     }
-    if (op->bstate == BS_WAITING)
+    if (op->priv.blocking.state == BS_WAITING)
         poller_wake(b); /* it sees op->cancelled, stored before we took mu */
     pthread_mutex_unlock(&b->mu);
 }
+
+/* Parking (backend.h): the threads make tasks ready themselves (runq.c), so there
+ * is nothing to reap, and a worker sleeps on its futex word. */
+static int blocking_park(struct weft__worker *w)
+{
+    weft__futex_wait(&w->wake, 0);
+    return 0;
+}
+
+static void blocking_wake(struct weft__worker *target)
+{
+    weft__futex_wake(&target->wake, 1);
+}
+
+const struct weft__backend weft__backend_blocking = {
+    .name = "blocking",
+    .pool_init = blocking_pool_init,
+    .pool_free = blocking_pool_free,
+    .run = blocking_run,
+    .cancel = blocking_cancel,
+    .park = blocking_park,
+    .wake = blocking_wake,
+};

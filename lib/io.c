@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The I/O calls. Outside any task they are the plain syscalls. Inside a task the
- * operation goes to the worker's ring (uring.c) or, without io_uring, to the
- * blocking backend (blocking.c); either way the task suspends while it waits and
- * its worker runs other work (suspend.c).
+ * operation goes to the worker's backend (backend.h): its ring (uring.c) or,
+ * without io_uring, the blocking threads (blocking.c); either way the task
+ * suspends while it waits and its worker runs other work (suspend.c). This file
+ * calls the backends only through backend.h's table, and never asks which one it
+ * has.
  *
  * Cancellation: an operation of a task that belongs to a scope is on that scope's
  * list while it is in flight (scope.c keeps the list; this file adds and removes).
@@ -25,17 +27,20 @@
  * address (errno's too) taken before the call is stale after it (weft.h).
  */
 #define _GNU_SOURCE
-#include "reactor.h"
+#include "backend.h"
 #include "fault.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <linux/openat2.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,10 +53,7 @@ void weft__op_cancel(struct weft__op *op)
     if (atomic_load_explicit(&op->cancelled, memory_order_relaxed))
         return;
     atomic_store_explicit(&op->cancelled, true, memory_order_relaxed);
-    if (op->w->ring && !op->on_blocking)
-        weft__uring_cancel(op);
-    else
-        weft__blocking_cancel(op->w->pool, op);
+    op->backend->cancel(op);
 }
 
 /* Inside a task of a cancelled scope: its I/O calls return -ECANCELED at once. */
@@ -213,6 +215,70 @@ static int try_cached(struct weft__op *op, int64_t *partial)
     }
 }
 
+/* The syscall itself, blocking the calling thread: outside tasks, on the blocking
+ * threads, and where a backend cannot suspend the task. */
+int64_t weft__op_syscall(struct weft__op *op)
+{
+    long r = 0;
+    switch (op->kind) {
+    case WEFT__OP_OPEN:
+        r = open(op->path, op->flags, op->mode);
+        break;
+    case WEFT__OP_CLOSE:
+        r = close(op->fd);
+        break;
+    case WEFT__OP_READ:
+        r = op->off == -1 ? read(op->fd, op->buf, op->len)
+                          : pread(op->fd, op->buf, op->len, op->off);
+        break;
+    case WEFT__OP_WRITE:
+        r = op->off == -1 ? write(op->fd, op->buf, op->len)
+                          : pwrite(op->fd, op->buf, op->len, op->off);
+        break;
+    case WEFT__OP_STATX:
+        r = statx(op->fd, op->path, op->flags, op->mask, op->stx);
+        break;
+    case WEFT__OP_FSYNC:
+        r = fsync(op->fd);
+        break;
+    case WEFT__OP_ACCEPT:
+        r = accept4(op->fd, op->addr, op->addrlenp, op->flags);
+        break;
+    case WEFT__OP_CONNECT:
+        r = connect(op->fd, op->addr, op->addrlen);
+        break;
+    case WEFT__OP_RECV:
+        r = recv(op->fd, op->buf, op->len, op->flags);
+        break;
+    case WEFT__OP_SEND:
+        r = send(op->fd, op->buf, op->len, op->flags);
+        break;
+    case WEFT__OP_SLEEP: {
+        struct timespec ts = op->ts;
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+        return 0;
+    }
+    case WEFT__OP_POLL: {
+        struct pollfd p = {.fd = op->fd, .events = POLLIN};
+        while ((r = poll(&p, 1, -1)) < 0 && errno == EINTR)
+            ;
+        return r < 0 ? -errno : p.revents;
+    }
+    case WEFT__OP_CALL:
+        return op->fn(op->arg); /* the user's result, as it is */
+    case WEFT__OP_WAITPID: {
+        /* WNOWAIT: the task reaps, so a cancelled wait leaves the child unreaped. */
+        siginfo_t si;
+        while ((r = waitid(P_PID, (id_t)op->fd, &si, WEXITED | WNOWAIT)) < 0 &&
+               errno == EINTR)
+            ;
+        break;
+    }
+    }
+    return r < 0 ? -errno : r;
+}
+
 /* What a suspended task waits for, in traces (trace.c). */
 static const char *const op_name[] = {
     [WEFT__OP_OPEN] = "open",     [WEFT__OP_CLOSE] = "close",   [WEFT__OP_READ] = "read",
@@ -222,21 +288,20 @@ static const char *const op_name[] = {
     [WEFT__OP_CALL] = "run_blocking", [WEFT__OP_WAITPID] = "waitpid",
 };
 
-/* op to w's backend, on the scope's list while it is in flight. */
+/* op to w's backend (the pool's offload backend for on_blocking), on the scope's
+ * list while it is in flight. */
 static int64_t run_backend(struct weft__worker *w, struct weft__op *op)
 {
     op->w = w;
-    op->done = false;
-    op->suspended = false;
-    op->cancel_queued = false;
+    op->backend = op->on_blocking ? w->pool->offload : w->io;
+    memset(&op->priv, 0, sizeof(op->priv));
     atomic_init(&op->cancelled, false);
     struct weft_scope *s = w->dq.scope;
     op->scope = s;
     if (s && weft__scope_op_add(s, op) != 0)
         return -ECANCELED;
     weft__trace_why(w, op_name[op->kind]);
-    int64_t r = w->ring && !op->on_blocking ? weft__uring_run(w, op)
-                                          : weft__blocking_run(w, op);
+    int64_t r = op->backend->run(w, op);
     weft__trace_why(weft__current(), NULL); /* it may not have suspended */
     if (s) {
         weft__scope_op_del(s, op);
@@ -247,10 +312,11 @@ static int64_t run_backend(struct weft__worker *w, struct weft__op *op)
     return r;
 }
 
-/* A task that can suspend (it has a fiber and its pool a backend). */
+/* A task that can suspend: it has a fiber (every worker has a backend, w->io,
+ * from the pool's creation on). */
 static bool can_suspend(const struct weft__worker *w)
 {
-    return w->fiber && (w->ring || w->pool->blocking);
+    return w->fiber != NULL;
 }
 
 static int64_t run(struct weft__op *op)
@@ -400,7 +466,7 @@ WEFT_API int weft_read_file(const char *path, void **data, size_t *size)
             fd = (int)op.res;
         } else {
             weft__trace_why(w, "read_file");
-            int r = w->ring ? weft__uring_read_file(w, path, data, size) : -ENOSYS;
+            int r = w->io->read_file ? w->io->read_file(w, path, data, size) : -ENOSYS;
             weft__trace_why(weft__current(), NULL);
             if (r != -ENOSYS) {
                 WEFT__COUNT(w, io_ops); /* the reads and the close */
@@ -531,47 +597,8 @@ WEFT_API int weft_yield(void)
     return 0;
 }
 
-#ifndef WEFT_HAVE_URING
-/* Built without liburing: every pool uses the blocking backend. */
-bool weft__uring_pool_init(weft_pool *pool)
-{
-    (void)pool;
-    return false;
-}
-void weft__uring_pool_free(weft_pool *pool) { (void)pool; }
-void weft__io_thread_init(struct weft__worker *w) { (void)w; }
-bool weft__io_pending(struct weft__worker *w)
-{
-    (void)w;
-    return false;
-}
-int weft__io_poll(struct weft__worker *w, bool wait)
-{
-    (void)w;
-    (void)wait;
-    return 0;
-}
-void weft__io_wake(struct weft__worker *target) { (void)target; }
-int64_t weft__uring_run(struct weft__worker *w, struct weft__op *op)
-{
-    (void)w;
-    return weft__op_syscall(op);
-}
-void weft__uring_cancel(struct weft__op *op) { (void)op; }
-void weft__uring_unqueue(struct weft__op *op) { (void)op; }
-int weft__uring_read_file(struct weft__worker *w, const char *path, void **data,
-                          size_t *size)
-{
-    (void)w;
-    (void)path;
-    (void)data;
-    (void)size;
-    return -ENOSYS;
-}
-#endif
-
 /* Test hook (tests/test_reactor.c, test_contract.c): the pool's backend. */
 const char *weft__pool_io_backend(const weft_pool *pool)
 {
-    return pool->uring ? "io_uring" : "blocking";
+    return pool->io->name;
 }

@@ -34,12 +34,14 @@
  *
  * Rejected: a condition variable per pool (every wake takes the lock; a broadcast
  * wakes all); spinning instead of sleeping (an idle pool must use no CPU).
- * A worker with a ring (uring.c) sleeps inside it instead of on the futex, so that
- * an I/O completion ends the sleep too; a wake is then a message to that ring.
+ * A worker sleeps where its I/O backend says (backend.h's park and wake): a worker
+ * with a ring (uring.c) inside it, so that an I/O completion ends the sleep too,
+ * and a wake is then a message to that ring; one on the blocking threads on its
+ * futex word.
  */
 #define _GNU_SOURCE
 #include "pool.h"
-#include "reactor.h"
+#include "backend.h"
 #include "jobserver.h"
 
 #include <errno.h>
@@ -139,10 +141,7 @@ static void wake_word(struct weft__worker *w)
     /* Release: pairs with the acquire load in weft__park(); the woken worker sees
      * its new state (searching, off the idle stack). */
     atomic_store_explicit(&w->wake, 1, memory_order_release);
-    if (w->ring)
-        weft__io_wake(w);   /* it parks inside its ring */
-    else
-        weft__futex_wake(&w->wake, 1);
+    w->io->wake(w);         /* where it parks: its ring, or the futex word */
 }
 
 void weft__park_wake_one(weft_pool *pool)
@@ -236,34 +235,20 @@ void weft__park(struct weft__worker *w, const struct weft__latch *until)
     weft__js_sleep(w);          /* jobserver.c: asleep, a worker holds no token */
     WEFT__COUNT(w, parks);
     weft__obs_park_begin(w); /* idle time, park slices (stats.c); _end at each wake */
-    if (w->ring) {
-        /* Park in the ring: a completion, a MSG_RING or the eventfd ends the wait.
-         * Acquire: pairs with the release store in wake_word(). */
-        while (atomic_load_explicit(&w->wake, memory_order_acquire) == 0) {
-            if (weft__io_poll(w, true) > 0) {
-                /* Completions made tasks ready here: leave the idle stack ourselves
-                 * (unless a waker has just taken us off it). */
-                leave_idle(w);
-                WEFT__COUNT(w, wakeups);
-                weft__obs_park_end(w);
-                return;
-            }
-        }
-        leave_idle(w); /* a stale wake: see below */
-        WEFT__COUNT(w, wakeups);
-        weft__obs_park_end(w);
-        return;
-    }
-    /* Acquire: pairs with the release store in wake_word(). */
+    /* Park in the backend (backend.h): in the ring, where a completion, a MSG_RING
+     * or the eventfd ends the wait; on the blocking threads, on the futex word.
+     * Acquire: pairs with the release store in wake_word(). */
     while (atomic_load_explicit(&w->wake, memory_order_acquire) == 0)
-        weft__futex_wait(&w->wake, 0);
-    /* The wake may be stale: a waker takes us off the idle stack under idle_mu and
-     * stores the wake word after unlocking, so its store can land after we left
-     * this park another way (a completion) and entered the next one, which then
-     * sees 1 while we are still on the idle stack, counted asleep and not
-     * searching (tests/test_chaos.c under TSan hit the assertion below). So leave
-     * the idle stack ourselves if we are still on it; under idle_mu, which also
-     * makes the read of searching race-free. */
+        if (w->io->park(w) > 0)
+            break; /* completions made tasks ready here: leave the idle stack below */
+    /* Leave the idle stack ourselves if we are still on it: after completions
+     * (unless a waker has just taken us off it), and after a wake that may be
+     * stale: a waker takes us off the idle stack under idle_mu and stores the
+     * wake word after unlocking, so its store can land after we left this park
+     * another way (a completion) and entered the next one, which then sees 1
+     * while we are still on the idle stack, counted asleep and not searching
+     * (tests/test_chaos.c under TSan hit the assertion below). Under idle_mu,
+     * which also makes the read of searching race-free. */
     leave_idle(w);
     WEFT__COUNT(w, wakeups);
     weft__obs_park_end(w);

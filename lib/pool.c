@@ -24,7 +24,7 @@
  */
 #define _GNU_SOURCE
 #include "pool.h"
-#include "reactor.h"
+#include "backend.h"
 #include "fault.h"
 #include "jobserver.h"
 
@@ -128,9 +128,11 @@ static void pool_free_memory(weft_pool *pool)
     weft__js_pool_fini(pool);   /* gives every token back (none if dead) */
     /* Threads that may still wake workers go first: a blocking thread that has
      * just made a task ready may still be writing to its worker's eventfd. */
-    weft__blocking_free(pool);
+    if (pool->offload)
+        pool->offload->pool_free(pool);
     weft__timer_free(pool);
-    weft__uring_pool_free(pool);
+    if (pool->io && pool->io != pool->offload)
+        pool->io->pool_free(pool);
 #ifdef WEFT_HAVE_FIBERS
     if (pool->stacks.map_size) {
         if (atomic_load_explicit(&pool->dead, memory_order_relaxed))
@@ -277,13 +279,21 @@ static int services_init(weft_pool *pool, const weft_pool_options *o)
     int err = weft__trace_pool_init(pool, o->trace_path); /* WEFT_TRACE, trace.c */
     if (err)
         return err;
+    /* The I/O backend (backend.h): the rings where io_uring works, else the
+     * blocking threads. Those exist on both (the offload backend: weft_run_blocking),
+     * started on demand; the timer thread too, on the first deadline. */
     pool->ring_entries = o->ring_entries;
-    if (!(o->flags & WEFT_POOL_NO_URING))
-        pool->uring = weft__uring_pool_init(pool);
-    /* The blocking threads exist on both backends (weft_run_blocking), started
-     * on demand; the timer thread too, on the first deadline. */
-    if (weft__blocking_init(pool) != 0 || weft__timer_init(pool) != 0)
+    pool->offload = &weft__backend_blocking;
+#ifdef WEFT_HAVE_URING
+    if (!(o->flags & WEFT_POOL_NO_URING) && weft__backend_uring.pool_init(pool) == 0)
+        pool->io = &weft__backend_uring;
+#endif
+    if (pool->offload->pool_init(pool) != 0 || weft__timer_init(pool) != 0)
         return -ENOMEM;
+    if (!pool->io)
+        pool->io = pool->offload;
+    for (unsigned i = 0; i < pool->nthreads; i++)
+        pool->workers[i]->io = pool->io;
     return 0;
 }
 

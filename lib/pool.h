@@ -35,6 +35,7 @@
 #include "fiber.h"
 #endif
 
+struct weft__backend;  /* backend.h: an I/O backend's operations */
 struct weft__ring;     /* uring.c: a worker's io_uring */
 struct weft__blocking; /* blocking.c: the fallback backend's threads */
 struct weft__js;       /* jobserver.c: the pool's workers' tokens */
@@ -73,9 +74,11 @@ struct weft__worker {
     void *after_arg;
     struct weft__fiber *after_from;
 
-    /* The ring (uring.c) and how often the search looks at it and at the injector
-     * (worker.c), owner-private; and a figure of suspend.c's. */
-    struct weft__ring *ring;        /* this worker's ring, or NULL (blocking backend) */
+    /* The I/O backend (backend.h) and how often the search looks at it and at the
+     * injector (worker.c), owner-private; and a figure of suspend.c's. */
+    const struct weft__backend *io; /* its backend: the pool's, set before the thread
+                                       starts; its own thread may change it once */
+    struct weft__ring *ring;        /* uring.c's: this worker's ring, or NULL */
     unsigned tick;                  /* jobs run since the last look at the ring */
     unsigned inj_tick;              /* jobs run since the last look at the injector */
     bool yield_turn;                /* find_work: yielders' turn ahead of the deque */
@@ -154,7 +157,8 @@ struct weft_pool {
 #ifdef WEFT_HAVE_FIBERS
     struct weft__stack_cache stacks;      /* fiber stacks (suspend.c) */
 #endif
-    bool uring;                           /* workers have rings (uring.c) */
+    const struct weft__backend *io;       /* the workers' I/O backend (backend.h) */
+    const struct weft__backend *offload;  /* for on_blocking ops: the blocking threads */
     struct weft__blocking *blocking;      /* blocking threads (blocking.c): the fallback
                                              backend, weft_run_blocking, waitpid
                                              without pidfd; threads start on demand */

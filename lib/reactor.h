@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* The reactor: I/O operations of suspended tasks (io.c, uring.c, blocking.c). */
+/* The reactor: I/O operations of suspended tasks (io.c; its backends, uring.c and
+ * blocking.c, behind backend.h). */
 #ifndef WEFT_REACTOR_H
 #define WEFT_REACTOR_H
 
@@ -15,6 +16,8 @@ enum weft__op_kind {
     WEFT__OP_CALL,      /* fn(arg) on a blocking thread (weft_run_blocking) */
     WEFT__OP_WAITPID,   /* waitid(P_PID, fd, WEXITED | WNOWAIT) on a blocking thread */
 };
+
+struct weft__backend; /* backend.h */
 
 /* One I/O operation of a task, on the task's (suspended) stack. */
 struct weft__op {
@@ -36,49 +39,31 @@ struct weft__op {
     int (*fn)(void *);               /* call */
     void *arg;
     bool on_blocking;                /* runs on the blocking threads on either backend */
-    int64_t res;
-    bool done;                       /* result is in (set by the owner's reap) */
     bool eof;                        /* io.c: a read known to have ended at EOF */
-    bool suspended;                  /* the task has switched away (owner-private) */
+    int64_t res;
+    /* The backend that runs it (backend.h): w's, or the pool's offload backend for
+     * on_blocking; io.c sets it before the op goes on its scope's list. */
+    const struct weft__backend *backend;
     /* Cancellation (io.c): the scope whose list holds it (under the scope's mu). */
     struct weft_scope *scope;
     struct weft__op *sprev, *snext;
     _Atomic(bool) cancelled;         /* cancel requested (relaxed: locks order it) */
-    /* uring: queued on w's cancel inbox (under its io's mutex). */
-    bool cancel_queued;
-    struct weft__op *cnext, *cprev;
-    /* blocking backend (blocking.c). */
-    struct weft__op *bnext;
-    int bstate;
+    /* The backend's own fields, of the one op->backend names: io.c zeroes them
+     * before the op goes on its scope's list (a cancel may come from then on), and
+     * from then on only that backend touches them. */
+    union {
+        struct {                     /* uring.c */
+            bool done;               /* result is in (set by the owner's reap) */
+            bool suspended;          /* the task has switched away (owner-private) */
+            bool cancel_queued;      /* on w's cancel inbox (under its ring's cmu) */
+            struct weft__op *cnext, *cprev; /* the inbox's links (under cmu) */
+        } ring;
+        struct {                     /* blocking.c, all under its mu */
+            struct weft__op *next;   /* the queue of syscalls, or the poller's list */
+            int state;               /* BS_*: where it is */
+        } blocking;
+    } priv;
 };
-
-/* uring.c */
-/* Set up one ring per worker (disabled until its thread enables it). false: io_uring
- * is not usable here (the pool uses the blocking backend). */
-bool weft__uring_pool_init(weft_pool *pool);
-void weft__uring_pool_free(weft_pool *pool);
-void weft__io_thread_init(struct weft__worker *w);
-/* Submitted-but-unreaped operations or unsubmitted entries. */
-bool weft__io_pending(struct weft__worker *w);
-/* Submit what is queued and reap completions; wait: block for at least one (the
- * worker parks in its ring). Returns the number of tasks made ready. */
-int  weft__io_poll(struct weft__worker *w, bool wait);
-/* End the ring wait of a parked worker (after its wake word was set). */
-void weft__io_wake(struct weft__worker *target);
-/* Run op on the calling worker's ring (io.c tried the plain syscall first); the
- * task suspends unless it completes at once. Returns the result (-errno). */
-int64_t weft__uring_run(struct weft__worker *w, struct weft__op *op);
-/* The same without trying the syscall first: always through the ring. */
-int64_t weft__uring_submit_wait(struct weft__worker *w, struct weft__op *op);
-/* Ask op's worker to cancel it (any thread; op stays valid: the caller holds its
- * scope's mu). */
-void weft__uring_cancel(struct weft__op *op);
-/* weft_read_file in one submission (a chain on a fixed-file slot); -ENOSYS: not
- * here (no free slot), use the plain way. */
-int weft__uring_read_file(struct weft__worker *w, const char *path, void **data,
-                          size_t *size);
-/* The task is done with op: off its worker's cancel inbox. */
-void weft__uring_unqueue(struct weft__op *op);
 
 /* io.c: read fd to its end after the len bytes already in buf (malloc'd, cap bytes
  * usable, or NULL with len = cap = 0), sizing the buffer from fstat; closes fd. On
@@ -86,7 +71,7 @@ void weft__uring_unqueue(struct weft__op *op);
 int weft__read_rest(int fd, char *buf, size_t len, size_t cap, void **data, size_t *size);
 
 /* io.c: run op for the calling task: the syscall outside a task; else on the
- * ring, or on the blocking threads (no ring, or op->on_blocking), the task
+ * worker's backend, or on the pool's offload backend (op->on_blocking), the task
  * suspended meanwhile and op on its scope's list for cancellation. op's fields for
  * the call are set, the rest zero. Returns the result or -errno; -ECANCELED in a
  * cancelled scope. */
@@ -95,6 +80,9 @@ int64_t weft__op_run(struct weft__op *op);
 bool weft__cancelled_here(const struct weft__worker *w);
 /* io.c: ask op's backend to cancel it (scope.c, under the scope's lock). */
 void weft__op_cancel(struct weft__op *op);
+/* io.c: the syscall for op, here and now (outside any task, and the backends'
+ * last resort where they cannot suspend). */
+int64_t weft__op_syscall(struct weft__op *op);
 
 /* timer.c: scope deadlines, one timer thread per pool. An entry lives in its scope;
  * every field is under the timer's lock. */
@@ -120,14 +108,7 @@ void weft__scope_expire(struct weft_scope *s, int err);
 /* proc.c: testing hook, weft_waitpid as where pidfd_open is missing. */
 extern _Atomic(bool) weft__proc_no_pidfd;
 
-/* blocking.c */
-/* Threads the blocking pool has started (testing hook). */
+/* blocking.c: threads the blocking pool has started (testing hook). */
 unsigned weft__blocking_threads(const weft_pool *pool);
-int  weft__blocking_init(weft_pool *pool);
-void weft__blocking_free(weft_pool *pool);
-int64_t weft__blocking_run(struct weft__worker *w, struct weft__op *op);
-void weft__blocking_cancel(weft_pool *pool, struct weft__op *op);
-/* The syscall for op, here and now (also: outside any task). */
-int64_t weft__op_syscall(struct weft__op *op);
 
 #endif

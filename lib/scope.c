@@ -46,7 +46,7 @@
  * disarms it, only if a deadline was ever set: nothing is left to cost later.
  */
 #define _GNU_SOURCE
-#include "reactor.h"
+#include "backend.h"
 #include "waitq.h"
 
 #include <errno.h>
@@ -193,7 +193,7 @@ void weft__scope_op_del(struct weft_scope *s, struct weft__op *op)
 {
     weft__spin_acquire(&s->mu);
     op_list_remove(&s->ops, NULL, op);
-    weft__uring_unqueue(op);
+    weft__op_unqueue(op); /* backend.h */
     weft__spin_release(&s->mu);
 }
 

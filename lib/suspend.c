@@ -38,7 +38,7 @@
  */
 #define _GNU_SOURCE
 #include "pool.h"
-#include "reactor.h"
+#include "backend.h"
 
 #include <errno.h>
 
@@ -160,7 +160,7 @@ static void after_yield(struct weft__worker *w, struct weft__wait *wt, void *arg
 
 /* The yielded task to switch to straight from a yield, or NULL: only when nothing
  * else could run before it (nothing ready, on our deque, injected, or completed in
- * our ring), which is what weft__worker_find_work would decide on a dispatch fiber.
+ * our ring: the backend's poll), which is what weft__worker_find_work would decide on a dispatch fiber.
  * Then a yield is one switch instead of two (to a dispatch fiber, and from it to the
  * next yielder): benchmarks/tokio yield_many on 1 worker, 200 tasks yielding in
  * turn. Also taking this path when enough yielders wait that find_work would let
@@ -173,8 +173,8 @@ static struct weft__job *yield_direct(struct weft__worker *w)
         weft__deque_looks_nonempty(&w->dq) ||
         atomic_load_explicit(&w->pool->inj_len, memory_order_relaxed) != 0)
         return NULL;
-    if (w->ring && (++w->tick >= WEFT__IO_EVERY || weft__io_pending(w)))
-        return NULL; /* let the dispatch loop look at the ring */
+    if (w->io->poll && (++w->tick >= WEFT__IO_EVERY || w->io->pending(w)))
+        return NULL; /* let the dispatch loop look at the backend (backend.h) */
     return weft__runq_pop_yielded(w);
 }
 

@@ -37,6 +37,9 @@
  * weft.h promises; a ring whose registration failed just has no free slots, and
  * weft_read_file then takes the plain path.
  *
+ * As a backend (backend.h's table, at the end): every entry. A worker whose ring
+ * cannot be enabled (thread_init) moves to the blocking threads.
+ *
  * Rejected: an SQPOLL thread (a core spinning on every ring: there are as many
  * workers as cores); registering the callers' own fds (weft_open returns plain fds,
  * usable by any syscall, and a slot belongs to one ring while a task may resume on
@@ -44,7 +47,7 @@
  * completions would wake the wrong worker).
  */
 #define _GNU_SOURCE
-#include "reactor.h"
+#include "backend.h"
 #include "fault.h"
 
 #include <errno.h>
@@ -90,7 +93,7 @@ struct weft__ring {
 };
 
 /* The cancel inbox (list.h), under cmu. */
-WEFT__DLIST_DEFINE(cancel_list, struct weft__op, cprev, cnext)
+WEFT__DLIST_DEFINE(cancel_list, struct weft__op, priv.ring.cprev, priv.ring.cnext)
 
 /* The kernel has IORING_OP_MSG_RING. Relaxed: every pool stores the same answer. */
 static _Atomic(bool) msg_ring_ok;
@@ -114,20 +117,26 @@ static int ring_init(struct weft__ring *ring, unsigned entries)
     return 0;
 }
 
-bool weft__uring_pool_init(weft_pool *pool)
+static void ring_pool_free(weft_pool *pool);
+
+static int ring_pool_init(weft_pool *pool)
 {
     unsigned entries = pool->ring_entries ? pool->ring_entries : RING_ENTRIES_DEFAULT;
     struct io_uring_probe *probe = NULL;
+    int err = 0;
     for (unsigned i = 0; i < pool->nthreads; i++) {
         struct weft__ring *ring = WEFT__FAULT("uring.io") ? NULL : calloc(1, sizeof(*ring));
-        if (!ring)
+        if (!ring) {
+            err = -ENOMEM;
             goto fail;
+        }
         ring->efd = WEFT__FAULT("uring.eventfd") ? -1 : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (ring->efd < 0) {
+            err = -ENOMEM; /* out of descriptors, or the fault site: no ring either way */
             free(ring);
             goto fail;
         }
-        if (ring_init(ring, entries) != 0) {
+        if ((err = ring_init(ring, entries)) != 0) {
             close(ring->efd);
             free(ring);
             goto fail;
@@ -144,13 +153,13 @@ bool weft__uring_pool_init(weft_pool *pool)
                 io_uring_free_probe(probe);
         }
     }
-    return true;
+    return 0;
 fail:
-    weft__uring_pool_free(pool);
-    return false;
+    ring_pool_free(pool);
+    return err;
 }
 
-void weft__uring_pool_free(weft_pool *pool)
+static void ring_pool_free(weft_pool *pool)
 {
     bool dead = atomic_load_explicit(&pool->dead, memory_order_relaxed) != 0;
     for (unsigned i = 0; i < pool->nthreads; i++) {
@@ -191,15 +200,15 @@ static void arm_efd(struct weft__ring *ring)
     ring->efd_armed = true;
 }
 
-void weft__io_thread_init(struct weft__worker *w)
+static void ring_thread_init(struct weft__worker *w)
 {
     struct weft__ring *ring = w->ring;
-    if (!ring)
-        return;
     /* liburing 2.3 has no io_uring_enable_rings(): the register call itself. */
     if (syscall(__NR_io_uring_register, ring->uring.ring_fd, IORING_REGISTER_ENABLE_RINGS,
                 NULL, 0) < 0) {
-        /* Should not happen; this worker's tasks then use the blocking backend. */
+        /* Should not happen; this worker's tasks then use the blocking threads (the
+         * pool's offload backend: backend.h). */
+        w->io = w->pool->offload;
         w->ring = NULL;
         io_uring_queue_exit(&ring->uring);
         close(ring->efd);
@@ -216,7 +225,7 @@ void weft__io_thread_init(struct weft__worker *w)
     io_uring_submit(&ring->uring);
 }
 
-bool weft__io_pending(struct weft__worker *w)
+static bool ring_pending(struct weft__worker *w)
 {
     struct weft__ring *ring = w->ring;
     return io_uring_sq_ready(&ring->uring) != 0 ||
@@ -239,9 +248,9 @@ static void drain_cancels(struct weft__ring *ring)
     ring->nremote_close = 0;
     struct weft__op *op = ring->cancel_head;
     ring->cancel_head = NULL;
-    for (; op; op = op->cnext) {
-        op->cancel_queued = false;
-        if (op->done)
+    for (; op; op = op->priv.ring.cnext) {
+        op->priv.ring.cancel_queued = false;
+        if (op->priv.ring.done)
             continue;
         struct io_uring_sqe *sqe = get_sqe(ring);
         if (!sqe)
@@ -287,9 +296,9 @@ static int reap(struct weft__worker *w)
         }
         struct weft__op *op = (struct weft__op *)(uintptr_t)ud;
         op->res = cqe->res;
-        op->done = true;
+        op->priv.ring.done = true;
         ring->inflight--;
-        if (op->suspended) {
+        if (op->priv.ring.suspended) {
             weft__runq_push_ready(w, &op->wait);
             ready++;
         }
@@ -300,7 +309,7 @@ static int reap(struct weft__worker *w)
     return ready;
 }
 
-int weft__io_poll(struct weft__worker *w, bool wait)
+static int poll_ring(struct weft__worker *w, bool wait)
 {
     struct weft__ring *ring = w->ring;
     if (atomic_load_explicit(&ring->cancel_any, memory_order_relaxed))
@@ -317,7 +326,19 @@ int weft__io_poll(struct weft__worker *w, bool wait)
     return reap(w);
 }
 
-void weft__io_wake(struct weft__worker *target)
+/* backend.h's poll and park: without waiting, and waiting for one completion (the
+ * worker parks in its ring; a wake is a completion too, below). */
+static int ring_poll(struct weft__worker *w)
+{
+    return poll_ring(w, false);
+}
+
+static int ring_park(struct weft__worker *w)
+{
+    return poll_ring(w, true);
+}
+
+static void ring_wake(struct weft__worker *target)
 {
     struct weft__ring *tring = target->ring;
     struct weft__worker *me = weft__current();
@@ -390,15 +411,10 @@ static void after_uring(struct weft__worker *w, struct weft__wait *wt, void *arg
     (void)w;
     (void)wt;
     struct weft__op *op = arg;
-    op->suspended = true;
+    op->priv.ring.suspended = true;
 }
 
-int64_t weft__uring_run(struct weft__worker *w, struct weft__op *op)
-{
-    return weft__uring_submit_wait(w, op);
-}
-
-int64_t weft__uring_submit_wait(struct weft__worker *w, struct weft__op *op)
+static int64_t ring_run(struct weft__worker *w, struct weft__op *op)
 {
     struct weft__ring *ring = w->ring;
     struct io_uring_sqe *sqe = get_sqe(ring);
@@ -406,29 +422,29 @@ int64_t weft__uring_submit_wait(struct weft__worker *w, struct weft__op *op)
         return weft__op_syscall(op);
     prep(sqe, op);
     io_uring_sqe_set_data(sqe, op);
-    op->done = false;
-    op->suspended = false;
+    op->priv.ring.done = false;
+    op->priv.ring.suspended = false;
     ring->inflight++;
     /* Submit now, with whatever else is queued: a warm-cache operation completes in
      * here and the task need not suspend. */
     io_uring_submit_and_get_events(&ring->uring);
     reap(w);
-    if (!op->done && weft__suspend(&op->wait, after_uring, op) != 0) {
+    if (!op->priv.ring.done && weft__suspend(&op->wait, after_uring, op) != 0) {
         /* No stack to suspend on: wait here, in the ring. */
-        while (!op->done)
-            weft__io_poll(w, true);
+        while (!op->priv.ring.done)
+            poll_ring(w, true);
     }
-    WEFT_ASSERT(op->done);
+    WEFT_ASSERT(op->priv.ring.done);
     return op->res;
 }
 
-void weft__uring_cancel(struct weft__op *op)
+static void ring_cancel(struct weft__op *op)
 {
     struct weft__worker *w = op->w;
     struct weft__ring *ring = w->ring;
     pthread_mutex_lock(&ring->cmu);
-    if (!op->cancel_queued) {
-        op->cancel_queued = true;
+    if (!op->priv.ring.cancel_queued) {
+        op->priv.ring.cancel_queued = true;
         cancel_list_insert(&ring->cancel_head, NULL, op);
     }
     /* Relaxed: the owner reads the inbox under cmu. */
@@ -439,15 +455,13 @@ void weft__uring_cancel(struct weft__op *op)
     weft__park_wake(w);
 }
 
-void weft__uring_unqueue(struct weft__op *op)
+static void ring_unqueue(struct weft__op *op)
 {
-    struct weft__ring *ring = op->w ? op->w->ring : NULL;
-    if (!ring)
-        return;
+    struct weft__ring *ring = op->w->ring;
     pthread_mutex_lock(&ring->cmu);
-    if (op->cancel_queued) {
+    if (op->priv.ring.cancel_queued) {
         cancel_list_remove(&ring->cancel_head, NULL, op);
-        op->cancel_queued = false;
+        op->priv.ring.cancel_queued = false;
     }
     pthread_mutex_unlock(&ring->cmu);
 }
@@ -507,11 +521,11 @@ static bool take_three_sqes(struct weft__ring *ring, struct io_uring_sqe *sqe[3]
     return false;
 }
 
-int weft__uring_read_file(struct weft__worker *w, const char *path, void **data,
+static int ring_read_file(struct weft__worker *w, const char *path, void **data,
                           size_t *size)
 {
     struct weft__ring *ring = w->ring;
-    if (!ring || ring->nfree_slot == 0)
+    if (ring->nfree_slot == 0)
         return -ENOSYS;
     char *buf = WEFT__FAULT("uring.read_file") ? NULL : malloc(RF_GUESS + RF_PROBE + 1);
     if (!buf)
@@ -539,11 +553,11 @@ int weft__uring_read_file(struct weft__worker *w, const char *path, void **data,
     io_uring_submit_and_get_events(&ring->uring);
     reap(w);
     /* A chain completes in order: the last one done means all three are. */
-    if (!op[2].done && weft__suspend(&op[2].wait, after_uring, &op[2]) != 0) {
-        while (!op[2].done)
-            weft__io_poll(w, true);
+    if (!op[2].priv.ring.done && weft__suspend(&op[2].wait, after_uring, &op[2]) != 0) {
+        while (!op[2].priv.ring.done)
+            poll_ring(w, true);
     }
-    WEFT_ASSERT(op[0].done && op[1].done && op[2].done);
+    WEFT_ASSERT(op[0].priv.ring.done && op[1].priv.ring.done && op[2].priv.ring.done);
     struct weft__worker *now = weft__current();
     if (op[0].res < 0) {
         /* Nothing was opened: the slot is free at once, on its owner. */
@@ -580,3 +594,18 @@ int weft__uring_read_file(struct weft__worker *w, const char *path, void **data,
     }
     return weft__read_rest(fd, buf, len, RF_GUESS + RF_PROBE, data, size);
 }
+
+const struct weft__backend weft__backend_uring = {
+    .name = "io_uring",
+    .pool_init = ring_pool_init,
+    .pool_free = ring_pool_free,
+    .thread_init = ring_thread_init,
+    .run = ring_run,
+    .cancel = ring_cancel,
+    .unqueue = ring_unqueue,
+    .read_file = ring_read_file,
+    .pending = ring_pending,
+    .poll = ring_poll,
+    .park = ring_park,
+    .wake = ring_wake,
+};

@@ -16,8 +16,9 @@
  *
  * Suspended tasks that may run again (runq.c) come first: the worker's own ready
  * queue before its deque, other workers' ready queues before their deques; tasks
- * that yielded come after the deque. A worker with a ring (uring.c) submits and
- * reaps there every few jobs, whenever its deque runs dry, and parks inside it.
+ * that yielded come after the deque. A worker whose I/O backend has completions to
+ * reap (backend.h's poll: its ring, uring.c) submits and reaps there every few
+ * jobs and whenever its deque runs dry; it parks where the backend says (park.c).
  *
  * The dispatch loop ("loop" alone means a parallel loop, par.c) runs on a fiber
  * (suspend.c): it takes a job and runs it, and when the job it takes is a resume
@@ -27,7 +28,7 @@
  */
 #define _GNU_SOURCE
 #include "pool.h"
-#include "reactor.h"
+#include "backend.h"
 #include "jobserver.h"
 #include "fault.h"
 
@@ -155,7 +156,8 @@ void *weft__worker_main(void *p)
     pthread_setname_np(pthread_self(), name);
     if (pool->flags & WEFT_POOL_PIN)
         (void)weft__topo_pin(pool->topo, w->id); /* best effort: a cpuset may forbid it */
-    weft__io_thread_init(w);
+    if (w->io->thread_init)
+        w->io->thread_init(w);  /* backend.h: its ring, say */
     weft__obs_thread_start(w);  /* stats.c: clocks, trace buffer */
     if (pool->on_worker_start)
         pool->on_worker_start(w->id, pool->hook_arg);
@@ -273,7 +275,7 @@ static struct weft__job *search(struct weft__worker *w, const struct weft__latch
                 job = steal_round(w);
             if (!job)
                 job = weft__runq_pop_injected(w);
-            if (!job && w->ring && (round & 3) == 3 && weft__io_poll(w, false) > 0)
+            if (!job && w->io->poll && (round & 3) == 3 && w->io->poll(w) > 0)
                 job = weft__runq_pop_ready(w);
             if (job) {
                 weft__park_search_end(w);
@@ -312,9 +314,9 @@ struct weft__job *weft__worker_find_work(struct weft__worker *w,
 {
     struct weft__job *job;
     WEFT_ASSERT(!w->searching); /* the early returns below do not stop searching */
-    if (w->ring && (++w->tick >= WEFT__IO_EVERY || weft__io_pending(w))) {
+    if (w->io->poll && (++w->tick >= WEFT__IO_EVERY || w->io->pending(w))) {
         w->tick = 0;
-        weft__io_poll(w, false);
+        w->io->poll(w);
     }
     job = weft__runq_pop_ready(w);
     if (job)
@@ -340,7 +342,7 @@ struct weft__job *weft__worker_find_work(struct weft__worker *w,
         job = weft__deque_pop(&w->dq);
     if (job)
         return job;
-    if (w->ring && weft__io_poll(w, false) > 0 && (job = weft__runq_pop_ready(w)))
+    if (w->io->poll && w->io->poll(w) > 0 && (job = weft__runq_pop_ready(w)))
         return job;
     if ((job = weft__runq_pop_injected(w)) || (job = weft__runq_pop_yielded(w)))
         return job;
