@@ -5,8 +5,7 @@
  * Two shapes cover every hand-linked list in lib/:
  *
  *  - WEFT__FIFO_DEFINE: singly linked, with a head and a tail; push at the tail, pop
- *    at the head (push_front puts back what was popped), remove (a linear walk) for
- *    the rare cancel. The injector and the
+ *    at the head, remove (a linear walk) for the rare cancel. The injector and the
  *    ready and yield queues (runq.c), a limited scope's deferred frames (scope.c),
  *    the blocking threads' queue (blocking.c), a trace buffer's chunks (trace.c).
  *  - WEFT__DLIST_DEFINE: doubly linked and NULL-terminated, from a head pointer and,
@@ -61,13 +60,6 @@
         else                                                                          \
             q->head = x;                                                              \
         q->tail = x;                                                                  \
-    }                                                                                 \
-    WEFT__LIST_FN void name##_push_front(struct name *q, type *x)                     \
-    {                                                                                 \
-        x->link = q->head;                                                            \
-        q->head = x;                                                                  \
-        if (!q->tail)                                                                 \
-            q->tail = x;                                                              \
     }                                                                                 \
     WEFT__LIST_FN type *name##_pop(struct name *q)                                    \
     {                                                                                 \

@@ -12,12 +12,8 @@
  *  - Each worker's yield queue: tasks that called weft_yield, taken after the deque
  *    (so a task spinning on weft_yield lets new work run) unless too many wait.
  *  - The pool's injector: jobs from threads that are not workers of the pool
- *    (weft_run, a spawn from outside), under a mutex. A worker takes up to
- *    INJECT_BATCH at once (at most its share of what waits): the first to run, the
- *    rest onto its own deque, oldest on top, so it runs them in order and others
- *    can steal them; an outside thread spawning into the pool then contends for
- *    the lock once per batch, not once per job (benchmarks/tokio
- *    spawn_many_remote_*).
+ *    (weft_run, a spawn from outside), under a mutex: not a hot path. Taken one at
+ *    a time (weft__runq_pop_injected says why not in batches).
  *
  * The ready and yield queues of a worker share one lock, a test-and-test-and-set
  * spinlock: its critical sections are a few loads and stores, and a pthread mutex
@@ -141,56 +137,27 @@ void weft__runq_inject(weft_pool *pool, struct weft__job *job)
     weft__park_notify(pool);
 }
 
-/* Jobs a worker takes from the injector at once (Tokio takes a batch from its
- * global queue the same way): the first to run, the rest onto its deque. */
-#define INJECT_BATCH 32
-
-static struct weft__job *as_slot(struct weft__job *job)
-{
-    return job->scope ? weft__tag_frame(job) : job; /* deque slots tag frames */
-}
-
-/* Put jobs[0..n) back at the head of the injector, in order. */
-static void inject_unpop(weft_pool *pool, struct weft__job **jobs, size_t n)
-{
-    pthread_mutex_lock(&pool->inj_mu);
-    for (size_t k = n; k-- > 0;)
-        weft__jobq_push_front(&pool->inj, jobs[k]);
-    atomic_store_explicit(&pool->inj_len,
-                          atomic_load_explicit(&pool->inj_len, memory_order_relaxed) + n,
-                          memory_order_relaxed);
-    pthread_mutex_unlock(&pool->inj_mu);
-}
-
+/* One job at a time, the oldest. Taking a batch onto the worker's deque (as Tokio
+ * moves one into its local queue) was tried and reverted: the deque is LIFO for its
+ * owner, so injected jobs under a task that keeps spawning its successor never ran
+ * (benchmarks/tokio spawn_many_remote_busy2 timed out on 1 and 2 workers), where the
+ * injector itself is looked at every INJECT_EVERY jobs (worker.c). */
 struct weft__job *weft__runq_pop_injected(struct weft__worker *w)
 {
     weft_pool *pool = w->pool;
-    size_t len = atomic_load_explicit(&pool->inj_len, memory_order_relaxed);
-    if (len == 0)
+    if (atomic_load_explicit(&pool->inj_len, memory_order_relaxed) == 0)
         return NULL;
-    size_t want = len / pool->nthreads;
-    want = want < 1 ? 1 : want > INJECT_BATCH ? INJECT_BATCH : want;
-    struct weft__job *batch[INJECT_BATCH];
-    size_t n = 0;
     pthread_mutex_lock(&pool->inj_mu);
-    struct weft__job *job;
-    while (n < want && (job = weft__jobq_pop(&pool->inj)))
-        batch[n++] = job;
-    atomic_store_explicit(&pool->inj_len,
-                          atomic_load_explicit(&pool->inj_len, memory_order_relaxed) - n,
-                          memory_order_relaxed);
-    pthread_mutex_unlock(&pool->inj_mu);
-    if (n == 0)
-        return NULL;
-    for (size_t k = n; k-- > 1;) {
-        if (weft__deque_push(&w->dq, as_slot(batch[k]), true) != 0) {
-            inject_unpop(pool, batch + 1, k); /* no memory to grow the deque */
-            break;
-        }
+    struct weft__job *job = weft__jobq_pop(&pool->inj);
+    struct weft__job *ret = NULL;
+    if (job) {
+        ret = job->scope ? weft__tag_frame(job) : job; /* deque slots tag frames */
+        atomic_store_explicit(&pool->inj_len,
+                              atomic_load_explicit(&pool->inj_len, memory_order_relaxed) - 1,
+                              memory_order_relaxed);
     }
-    if (n > 1)
-        weft__after_push(w); /* as after any push (weft.h) */
-    return as_slot(batch[0]);
+    pthread_mutex_unlock(&pool->inj_mu);
+    return ret;
 }
 
 bool weft__runq_work_visible(weft_pool *pool)

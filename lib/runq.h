@@ -44,8 +44,8 @@ struct weft__job *weft__runq_pop_yielded(struct weft__worker *w);
 bool weft__runq_yield_first(struct weft__worker *w);
 
 /* The injector: jobs from threads that are not workers of the pool. The pop takes
- * the oldest injected job for w to run, as a deque slot holds it (frames tagged),
- * or NULL, and pushes up to a batch more onto w's deque (runq.c). Owner only. */
+ * the oldest injected job for worker w to run, as a deque slot holds it (frames
+ * tagged), or NULL. */
 void weft__runq_inject(weft_pool *pool, struct weft__job *job);
 struct weft__job *weft__runq_pop_injected(struct weft__worker *w);
 
