@@ -259,6 +259,17 @@ static struct weft__job *steal_round(struct weft__worker *w)
 #define INJECT_EVERY 61
 
 
+/* A look found a job, or what we wait for is set: the search ends (with job, or
+ * NULL). */
+static bool search_over(struct weft__worker *w, struct weft__job *job,
+                        const struct weft__latch *until)
+{
+    if (!job && !weft__latch_is_set(until))
+        return false;
+    weft__park_search_end(w);
+    return true;
+}
+
 /* The search, once the worker's own queues and deque had nothing above its floor:
  * rounds over the other workers (spinning, then yielding), then a park, until a
  * job turns up or until is set. Counted as searching throughout (park.c). */
@@ -277,14 +288,8 @@ static struct weft__job *search(struct weft__worker *w, const struct weft__latch
                 job = weft__runq_pop_injected(w);
             if (!job && w->io->poll && (round & 3) == 3 && w->io->poll(w) > 0)
                 job = weft__runq_pop_ready(w);
-            if (job) {
-                weft__park_search_end(w);
+            if (search_over(w, job, until))
                 return job;
-            }
-            if (weft__latch_is_set(until)) {
-                weft__park_search_end(w);
-                return NULL;
-            }
             weft__obs_searching(w); /* stats.c: time searches from here */
             if (round < SPIN_ROUNDS) {
                 for (unsigned k = 0; k < (32u << (round / 4)); k++)
@@ -296,14 +301,8 @@ static struct weft__job *search(struct weft__worker *w, const struct weft__latch
         weft__park(w, until);
         weft__js_wake(w);       /* jobserver.c: a token before any work */
         job = weft__runq_pop_ready(w); /* parked in the ring: completions came in */
-        if (job) {
-            weft__park_search_end(w);
+        if (search_over(w, job, until))
             return job;
-        }
-        if (weft__latch_is_set(until)) {
-            weft__park_search_end(w);
-            return NULL;
-        }
     }
 }
 
