@@ -326,22 +326,9 @@ static uint64_t fmix(uint64_t h)
 
 static uint64_t block_hash(const void *data, size_t n)
 {
-    const unsigned char *p = data;
-    uint64_t h = 0xcbf29ce484222325u; /* FNV-1a offset basis */
-    const uint64_t prime = 0x100000001b3u;
-    for (int round = 0; round < hash_rounds; round++) {
-        size_t i = 0;
-        for (; i + 8 <= n; i += 8) {
-            uint64_t w;
-            memcpy(&w, p + i, 8);
-            h = (h ^ w) * prime;
-        }
-        if (i < n) {
-            uint64_t w = 0;
-            memcpy(&w, p + i, n - i);
-            h = (h ^ w) * prime;
-        }
-    }
+    uint64_t h = BENCH_FNV_BASIS;
+    for (int round = 0; round < hash_rounds; round++)
+        h = bench_fnv_words(h, data, n);
     return h;
 }
 

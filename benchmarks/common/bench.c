@@ -66,3 +66,32 @@ int bench_isolated(void (*fn)(void *arg, double *out, int max), void *arg,
         return -1;
     return (int)(got / sizeof(double));
 }
+
+uint64_t bench_fnv_words(uint64_t h, const void *data, size_t n)
+{
+    const unsigned char *p = data;
+    const uint64_t prime = 0x100000001b3u;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * prime;
+    }
+    if (i < n) {
+        uint64_t w = 0;
+        memcpy(&w, p + i, n - i);
+        h = (h ^ w) * prime;
+    }
+    return h;
+}
+
+uint64_t bench_hash_bytes(const void *data, size_t n)
+{
+    uint64_t h = bench_fnv_words(BENCH_FNV_BASIS, data, n) ^ (uint64_t)n;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdu;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53u;
+    h ^= h >> 33;
+    return h;
+}

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Shared helpers for weft's benchmarks: clocks, medians, child-process isolation. */
+/* Shared helpers for weft's benchmarks: clocks, medians, child-process isolation,
+ * the files' hash. */
 #ifndef WEFT_BENCH_H
 #define WEFT_BENCH_H
 
@@ -18,6 +19,14 @@ double bench_median(double *v, size_t n);
  * up to max doubles; returns how many, or -1 if the child failed. */
 int bench_isolated(void (*fn)(void *arg, double *out, int max), void *arg,
                    double *out, int max);
+
+/* FNV-1a over n bytes as 8-byte words (the tail zero-padded), from h: the work
+ * the file benchmarks give every byte they read. */
+uint64_t bench_fnv_words(uint64_t h, const void *data, size_t n);
+#define BENCH_FNV_BASIS 0xcbf29ce484222325u
+/* A file's digest: bench_fnv_words from the basis, the length folded in, then
+ * murmur3's fmix64 (filehash, pipeline). */
+uint64_t bench_hash_bytes(const void *data, size_t n);
 
 #ifdef __cplusplus
 }

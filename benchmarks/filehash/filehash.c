@@ -85,34 +85,7 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* ------------------------------------------------------------------------------
- * The hash: the same function for every variant
- * ---------------------------------------------------------------------------- */
-
-static uint64_t hash_bytes(const void *data, size_t n)
-{
-    const unsigned char *p = data;
-    uint64_t h = 0xcbf29ce484222325u; /* FNV-1a offset basis */
-    const uint64_t prime = 0x100000001b3u;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w;
-        memcpy(&w, p + i, 8);
-        h = (h ^ w) * prime;
-    }
-    if (i < n) {
-        uint64_t w = 0;
-        memcpy(&w, p + i, n - i);
-        h = (h ^ w) * prime;
-    }
-    h ^= (uint64_t)n;
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdu;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53u;
-    h ^= h >> 33;
-    return h;
-}
+/* The hash: bench_hash_bytes (../common/bench.c), the same for every variant. */
 
 /* ------------------------------------------------------------------------------
  * Blocking read of a whole file into a growable buffer
@@ -198,7 +171,7 @@ static int run_serial(uint64_t *out)
         ssize_t len = read_blocking(paths[i], &serial_buf);
         if (len < 0)
             return (int)len;
-        out[i] = hash_bytes(serial_buf.p, (size_t)len);
+        out[i] = bench_hash_bytes(serial_buf.p, (size_t)len);
     }
     return 0;
 }
@@ -212,7 +185,7 @@ static int item_blocking(void *ctx, size_t i, void *slot)
     ssize_t len = read_blocking(paths[i], b);
     if (len < 0)
         return (int)len;
-    *(uint64_t *)slot = hash_bytes(b->p, (size_t)len);
+    *(uint64_t *)slot = bench_hash_bytes(b->p, (size_t)len);
     return 0;
 }
 
@@ -224,7 +197,7 @@ static int item_read_file(void *ctx, size_t i, void *slot)
     int err = weft_read_file(paths[i], &data, &size);
     if (err)
         return err;
-    *(uint64_t *)slot = hash_bytes(data, size);
+    *(uint64_t *)slot = bench_hash_bytes(data, size);
     free(data);
     return 0;
 }
@@ -310,7 +283,7 @@ int main(int argc, char **argv)
             continue;
         }
         bytes += (uint64_t)len;
-        ref[kept] = hash_bytes(serial_buf.p, (size_t)len);
+        ref[kept] = bench_hash_bytes(serial_buf.p, (size_t)len);
         paths[kept++] = paths[i];
     }
     npaths = kept;

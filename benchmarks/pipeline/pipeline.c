@@ -46,31 +46,7 @@ static const char *root = "/usr/include";
 static size_t cap = 64;
 static int out_fd = -1;
 
-/* The hash (filehash.c's): FNV-1a over 8-byte words, length folded in, fmix64. */
-static uint64_t hash_bytes(const void *data, size_t n)
-{
-    const unsigned char *p = data;
-    uint64_t h = 0xcbf29ce484222325u;
-    const uint64_t prime = 0x100000001b3u;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w;
-        memcpy(&w, p + i, 8);
-        h = (h ^ w) * prime;
-    }
-    if (i < n) {
-        uint64_t w = 0;
-        memcpy(&w, p + i, n - i);
-        h = (h ^ w) * prime;
-    }
-    h ^= (uint64_t)n;
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdu;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53u;
-    h ^= h >> 33;
-    return h;
-}
+/* The hash is filehash's: bench_hash_bytes (../common/bench.c). */
 
 /* What a run produced, to compare with the serial run. */
 struct summary {
@@ -115,7 +91,7 @@ static void out_line(struct out *o, const char *path, uint64_t h)
         o->s.bytes += (uint64_t)n;
     }
     o->s.lines++;
-    o->s.sum += h ^ hash_bytes(path, strlen(path));
+    o->s.sum += h ^ bench_hash_bytes(path, strlen(path));
 }
 
 static int out_begin(struct out *o, bool task)
@@ -213,7 +189,7 @@ static uint64_t hash_file_blocking(const char *path, char **buf, size_t *bcap)
         len += (size_t)r;
     }
     close(fd);
-    return hash_bytes(*buf, len);
+    return bench_hash_bytes(*buf, len);
 }
 
 static uint64_t hash_file_weft(const char *path)
@@ -222,7 +198,7 @@ static uint64_t hash_file_weft(const char *path)
     size_t size;
     if (weft_read_file(path, &data, &size) != 0)
         return 0;
-    uint64_t h = hash_bytes(data, size);
+    uint64_t h = bench_hash_bytes(data, size);
     free(data);
     return h;
 }
