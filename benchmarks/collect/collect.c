@@ -39,6 +39,7 @@
 
 #include "weft.h"
 #include "collect.h"
+#include "../common/bench.h"
 
 static uint64_t now_ns(void)
 {
@@ -291,34 +292,10 @@ static int run_child(const char *self, const struct collect_impl *im, unsigned w
     snprintf(a_idle, sizeof(a_idle), "%d", idle);
     char *args[] = {(char *)self, "--child", (char *)im->name, a_workers, a_n, a_k,
                     a_min, a_ref, a_idle, NULL};
-    int fds[2];
-    if (pipe(fds) != 0)
-        return -errno;
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0)
-        return -errno;
-    if (pid == 0) {
-        close(fds[0]);
-        if (dup2(fds[1], STDOUT_FILENO) < 0)
-            _exit(127);
-        close(fds[1]);
-        execv(self, args);
-        _exit(127);
-    }
-    close(fds[1]);
     char buf[256];
-    size_t got = 0;
-    ssize_t r;
-    while (got < sizeof(buf) - 1 && (r = read(fds[0], buf + got, sizeof(buf) - 1 - got)) > 0)
-        got += (size_t)r;
-    buf[got] = 0;
-    close(fds[0]);
-    int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-        ;
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        return -ECHILD;
+    int err = bench_run_capture(self, args, buf, sizeof(buf));
+    if (err)
+        return err;
     *res = (struct result){.impl = im->name, .workers = workers, .n = n, .k = k};
     if (sscanf(buf, "%" SCNu64 " %zu %" SCNx64 " %lld", &res->median_ns, &res->reps,
                &res->hash, &res->idle_cpu_ns) != 4)

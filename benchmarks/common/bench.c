@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "bench.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,4 +95,39 @@ uint64_t bench_hash_bytes(const void *data, size_t n)
     h *= 0xc4ceb9fe1a85ec53u;
     h ^= h >> 33;
     return h;
+}
+
+int bench_run_capture(const char *path, char *const argv[], char *buf, size_t size)
+{
+    int fds[2];
+    if (pipe(fds) != 0)
+        return -errno;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        int err = -errno;
+        close(fds[0]);
+        close(fds[1]);
+        return err;
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        if (dup2(fds[1], STDOUT_FILENO) < 0)
+            _exit(127);
+        close(fds[1]);
+        execv(path, argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    size_t got = 0;
+    ssize_t n;
+    while (got + 1 < size && (n = read(fds[0], buf + got, size - 1 - got)) > 0)
+        got += (size_t)n;
+    if (size)
+        buf[got] = 0;
+    close(fds[0]);
+    int st;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -ECHILD;
 }

@@ -20,6 +20,11 @@ double bench_median(double *v, size_t n);
 int bench_isolated(void (*fn)(void *arg, double *out, int max), void *arg,
                    double *out, int max);
 
+/* Run the program path with argv (execv) and read its standard output into buf
+ * (size bytes, NUL-terminated; output past that is dropped). Returns 0 when it
+ * exited with status 0, -ECHILD when it failed, or -errno from pipe/fork. */
+int bench_run_capture(const char *path, char *const argv[], char *buf, size_t size);
+
 /* FNV-1a over n bytes as 8-byte words (the tail zero-padded), from h: the work
  * the file benchmarks give every byte they read. */
 uint64_t bench_fnv_words(uint64_t h, const void *data, size_t n);

@@ -439,34 +439,10 @@ static int run_tokio(const char *bin, const struct job *j, int tiny, double *med
     snprintf(t, sizeof(t), "%u", j->timeout);
     char *argv[] = {(char *)bin, "--bench", (char *)bench_name[j->b], "--workers", w,
                     "--reps", r, "--timeout", t, tiny ? "--tiny" : NULL, NULL};
-    int fds[2];
-    if (pipe(fds) != 0)
-        return -errno;
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0)
-        return -errno;
-    if (pid == 0) {
-        close(fds[0]);
-        if (dup2(fds[1], STDOUT_FILENO) < 0)
-            _exit(127);
-        close(fds[1]);
-        execv(bin, argv);
-        _exit(127);
-    }
-    close(fds[1]);
     char buf[512];
-    size_t got = 0;
-    ssize_t n;
-    while (got < sizeof(buf) - 1 && (n = read(fds[0], buf + got, sizeof(buf) - 1 - got)) > 0)
-        got += (size_t)n;
-    buf[got] = 0;
-    close(fds[0]);
-    int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-        ;
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        return -ECHILD;
+    int err = bench_run_capture(bin, argv, buf, sizeof(buf));
+    if (err)
+        return err;
     const char *m = strstr(buf, "median_ns="), *rr = strstr(buf, "reps=");
     if (!m || !rr)
         return -EPROTO;
