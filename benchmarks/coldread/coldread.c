@@ -314,16 +314,6 @@ static double resident(const struct tree *t)
  * The digest: the same blocks for every variant
  * ---------------------------------------------------------------------------- */
 
-static uint64_t fmix(uint64_t h)
-{
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdu;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53u;
-    h ^= h >> 33;
-    return h;
-}
-
 static uint64_t block_hash(const void *data, size_t n)
 {
     uint64_t h = BENCH_FNV_BASIS;
@@ -345,7 +335,7 @@ static void dg_block(struct digest *d, const void *p, size_t n)
 
 static uint64_t dg_final(const struct digest *d)
 {
-    return fmix(d->h ^ d->len);
+    return bench_fmix64(d->h ^ d->len);
 }
 
 static uint64_t digest_buf(const char *p, size_t n)

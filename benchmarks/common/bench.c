@@ -86,15 +86,19 @@ uint64_t bench_fnv_words(uint64_t h, const void *data, size_t n)
     return h;
 }
 
-uint64_t bench_hash_bytes(const void *data, size_t n)
+uint64_t bench_fmix64(uint64_t h)
 {
-    uint64_t h = bench_fnv_words(BENCH_FNV_BASIS, data, n) ^ (uint64_t)n;
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdu;
     h ^= h >> 33;
     h *= 0xc4ceb9fe1a85ec53u;
     h ^= h >> 33;
     return h;
+}
+
+uint64_t bench_hash_bytes(const void *data, size_t n)
+{
+    return bench_fmix64(bench_fnv_words(BENCH_FNV_BASIS, data, n) ^ (uint64_t)n);
 }
 
 int bench_run_capture(const char *path, char *const argv[], char *buf, size_t size)

@@ -29,6 +29,8 @@ int bench_run_capture(const char *path, char *const argv[], char *buf, size_t si
  * the file benchmarks give every byte they read. */
 uint64_t bench_fnv_words(uint64_t h, const void *data, size_t n);
 #define BENCH_FNV_BASIS 0xcbf29ce484222325u
+/* murmur3's 64-bit finalizer. */
+uint64_t bench_fmix64(uint64_t h);
 /* A file's digest: bench_fnv_words from the basis, the length folded in, then
  * murmur3's fmix64 (filehash, pipeline). */
 uint64_t bench_hash_bytes(const void *data, size_t n);
