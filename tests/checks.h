@@ -2,7 +2,8 @@
 /*
  * Checks for code running on worker (or helper) threads: assertions may only run on
  * the test's own thread, so other threads record the first failing line with
- * TCHECK and the test asserts it with ASSERT_NO_BAD (or reads bad_line itself).
+ * TCHECK (VCHECK for a value) and the test asserts it with ASSERT_NO_BAD (or reads
+ * bad_line itself).
  */
 #ifndef WEFT_TEST_CHECKS_H
 #define WEFT_TEST_CHECKS_H
@@ -21,6 +22,22 @@ static _Atomic(int) bad_line __attribute__((unused));
         if (!(c)) {                                                                   \
             int zero_ = 0;                                                            \
             atomic_compare_exchange_strong(&bad_line, &zero_, __LINE__);              \
+        }                                                                             \
+    } while (0)
+
+/* As TCHECK, for values: the first failure also keeps what was seen and wanted
+ * (bad_got, bad_want), for the test's report. */
+static _Atomic(long long) bad_got __attribute__((unused)), bad_want __attribute__((unused));
+
+#define VCHECK(expr, want)                                                            \
+    do {                                                                              \
+        long long g_ = (long long)(expr), w_ = (long long)(want);                     \
+        if (g_ != w_) {                                                               \
+            int z_ = 0;                                                               \
+            if (atomic_compare_exchange_strong(&bad_line, &z_, __LINE__)) {           \
+                atomic_store(&bad_got, g_);                                           \
+                atomic_store(&bad_want, w_);                                          \
+            }                                                                         \
         }                                                                             \
     } while (0)
 

@@ -49,20 +49,6 @@ static const unsigned backends[] = {0, WEFT_POOL_NO_URING};
 #define NBACKENDS (sizeof(backends) / sizeof(backends[0]))
 #define BE(flags) ((flags) & WEFT_POOL_NO_URING ? "blocking" : "default")
 
-/* As TCHECK, keeping the values of the first failure. */
-static _Atomic(long long) bad_got, bad_want;
-#define VCHECK(expr, want)                                                            \
-    do {                                                                              \
-        long long g_ = (long long)(expr), w_ = (long long)(want);                     \
-        if (g_ != w_) {                                                               \
-            int z_ = 0;                                                               \
-            if (atomic_compare_exchange_strong(&bad_line, &z_, __LINE__)) {           \
-                atomic_store(&bad_got, g_);                                           \
-                atomic_store(&bad_want, w_);                                          \
-            }                                                                         \
-        }                                                                             \
-    } while (0)
-
 #define ASSERT_CLEAN(what)                                                            \
     do {                                                                              \
         int l_ = atomic_exchange(&bad_line, 0);                                       \

@@ -56,21 +56,6 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-/* As TCHECK (checks.h), for values: the first failure also keeps what was seen. */
-static _Atomic(long long) bad_got, bad_want;
-
-#define VCHECK(expr, want)                                                            \
-    do {                                                                              \
-        long long g_ = (long long)(expr), w_ = (long long)(want);                     \
-        if (g_ != w_) {                                                               \
-            int z_ = 0;                                                               \
-            if (atomic_compare_exchange_strong(&bad_line, &z_, __LINE__)) {           \
-                atomic_store(&bad_got, g_);                                           \
-                atomic_store(&bad_want, w_);                                          \
-            }                                                                         \
-        }                                                                             \
-    } while (0)
-
 #define ASSERT_CLEAN(what, be)                                                        \
     do {                                                                              \
         int l_ = atomic_exchange(&bad_line, 0);                                       \
