@@ -144,20 +144,27 @@ static int run_one(void *p)
     return 0;
 }
 
-Test(proc, exit_status_and_signal)
+/* A child that exits 7 and one that kills itself with the signal kill_cmd sends
+ * (sig): weft_waitpid in a task on p reports both statuses. */
+static void exit_and_signal(weft_pool *p, const char *kill_cmd, int sig)
 {
-    weft_pool *p = mkpool(2);
     char *const exit7[] = {"sh", "-c", "exit 7", NULL};
     struct one o = {.argv = exit7, .in_fd = -1, .out_fd = -1};
     cr_assert_eq(weft_run(p, run_one, &o), 0);
     cr_assert_eq(o.r, o.pid);
     cr_assert(WIFEXITED(o.st) && WEXITSTATUS(o.st) == 7, "status %#x", o.st);
 
-    char *const killed[] = {"sh", "-c", "kill -KILL $$", NULL};
+    char *const killed[] = {"sh", "-c", (char *)kill_cmd, NULL};
     struct one k = {.argv = killed, .in_fd = -1, .out_fd = -1};
     cr_assert_eq(weft_run(p, run_one, &k), 0);
     cr_assert_eq(k.r, k.pid);
-    cr_assert(WIFSIGNALED(k.st) && WTERMSIG(k.st) == SIGKILL, "status %#x", k.st);
+    cr_assert(WIFSIGNALED(k.st) && WTERMSIG(k.st) == sig, "status %#x", k.st);
+}
+
+Test(proc, exit_status_and_signal)
+{
+    weft_pool *p = mkpool(2);
+    exit_and_signal(p, "kill -KILL $$", SIGKILL);
     weft_pool_destroy(p);
 }
 
@@ -451,16 +458,7 @@ Test(proc, without_pidfd)
 {
     atomic_store(&weft__proc_no_pidfd, true);
     weft_pool *p = mkpool(2);
-    char *const exit7[] = {"sh", "-c", "exit 7", NULL};
-    struct one o = {.argv = exit7, .in_fd = -1, .out_fd = -1};
-    cr_assert_eq(weft_run(p, run_one, &o), 0);
-    cr_assert_eq(o.r, o.pid);
-    cr_assert(WIFEXITED(o.st) && WEXITSTATUS(o.st) == 7, "status %#x", o.st);
-    char *const killed[] = {"sh", "-c", "kill -TERM $$", NULL};
-    struct one k = {.argv = killed, .in_fd = -1, .out_fd = -1};
-    cr_assert_eq(weft_run(p, run_one, &k), 0);
-    cr_assert_eq(k.r, k.pid);
-    cr_assert(WIFSIGNALED(k.st) && WTERMSIG(k.st) == SIGTERM, "status %#x", k.st);
+    exit_and_signal(p, "kill -TERM $$", SIGTERM);
     /* More children than blocking threads: the waits queue for them. */
     struct many m = {0};
     cr_assert_eq(weft_scope_run(p, few_body, &m), 0);
