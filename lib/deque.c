@@ -226,6 +226,17 @@ int weft__deque_push(struct weft__deque *dq, struct weft__job *job, bool public)
     return 0;
 }
 
+/* Owner only, after taking slot b: start fetching the job the next pop takes (a
+ * frame spawned long ago, or by another core, is cold: flat spawn loops pop a
+ * million of them). The slot may be stale or about to be stolen; a prefetch of
+ * whatever it holds is harmless. */
+static inline void prefetch_next(struct weft__deque *dq, int64_t b)
+{
+    uintptr_t next = (uintptr_t)atomic_load_explicit(&dq->slots[(b - 1) & dq->mask],
+                                                     memory_order_relaxed);
+    __builtin_prefetch((const void *)(next & ~WEFT__FRAME_TAG));
+}
+
 /* Owner only: take the newest job, or NULL. */
 struct weft__job *weft__deque_pop(struct weft__deque *dq)
 {
@@ -233,6 +244,7 @@ struct weft__job *weft__deque_pop(struct weft__deque *dq)
     int64_t s = atomic_load_explicit(&dq->split, memory_order_relaxed); /* owner's own */
     if (b >= s) { /* private: no thief can see it */
         atomic_store_explicit(&dq->bottom, b, memory_order_relaxed);
+        prefetch_next(dq, b);
         return atomic_load_explicit(&dq->slots[b & dq->mask], memory_order_relaxed);
     }
     /* Cheap early out: top only grows, so a stale top that says "empty" is right. */
@@ -249,6 +261,7 @@ struct weft__job *weft__deque_pop(struct weft__deque *dq)
                                                  memory_order_relaxed);
     if (t < b) { /* more public jobs below: this one is ours */
         atomic_store_explicit(&dq->bottom, b, memory_order_relaxed);
+        prefetch_next(dq, b);
         return job;
     }
     if (t == b) {

@@ -33,10 +33,12 @@ struct weft__counters {
     _Atomic(uint64_t) spawns, steals, steal_fails, parks, wakeups, io_ops;
 };
 
-#define WEFT__COUNT(w, field)                                                         \
+#define WEFT__COUNT_N(w, field, n)                                                    \
     atomic_store_explicit(&(w)->stats.field,                                          \
-                          atomic_load_explicit(&(w)->stats.field, memory_order_relaxed) + 1, \
+                          atomic_load_explicit(&(w)->stats.field, memory_order_relaxed) + \
+                              (uint64_t)(n),                                          \
                           memory_order_relaxed)
+#define WEFT__COUNT(w, field) WEFT__COUNT_N(w, field, 1)
 
 static inline uint64_t weft__now_ns(void)
 {

@@ -79,7 +79,21 @@ static void slab_free(void *p, size_t size)
 }
 #endif
 
-/* Called with frames_mu held: a new slab onto the shared list. */
+/* The shared list is a stack of batches, so that a worker takes or hands back a
+ * slab's worth of frames in O(1) under the lock: each batch is a chain of frames
+ * through job.next, and its first frame holds the next batch (in job.arg) and the
+ * chain's length (in job.result); a free frame uses neither. (A flat list had a
+ * worker adopt its batch by walking it, one cache miss per frame when a thief on
+ * another core had freed them last: flat spawn on 2 workers.) */
+static void batch_push_locked(weft_pool *pool, struct weft__job *head, unsigned n)
+{
+    head->arg = pool->frames;
+    head->result = (int)n;
+    pool->frames = head;
+    pool->nframes += n;
+}
+
+/* Called with frames_mu held: a new slab onto the shared list, as one batch. */
 static int refill_locked(weft_pool *pool)
 {
     size_t size = sizeof(struct slab) + SLAB_FRAMES * sizeof(struct weft__frame);
@@ -91,10 +105,9 @@ static int refill_locked(weft_pool *pool)
     pool->slabs = s;
     for (unsigned k = 0; k < SLAB_FRAMES; k++) {
         s->frames[k].stamp = 0; /* stats.c: set only on sampled spawns, cleared at start */
-        s->frames[k].job.next = pool->frames;
-        pool->frames = &s->frames[k].job;
+        s->frames[k].job.next = k + 1 < SLAB_FRAMES ? &s->frames[k + 1].job : NULL;
     }
-    pool->nframes += SLAB_FRAMES;
+    batch_push_locked(pool, &s->frames[0].job, SLAB_FRAMES);
     return 0;
 }
 
@@ -110,6 +123,9 @@ struct weft__job *weft__frame_get(weft_pool *pool, struct weft__worker *w)
         if (WEFT_LIKELY(f != NULL)) {
             w->free_frames = f->next;
             w->nfree_frames--;
+            /* The next spawn's frame: its line is cold when it was freed long ago
+             * or on another core; fetch it while this spawn goes on. */
+            __builtin_prefetch(f->next, 1);
             weft__frame_of(f)->home = w; /* the spawner (trace.c's flows) */
             return f;
         }
@@ -120,21 +136,18 @@ struct weft__job *weft__frame_get(weft_pool *pool, struct weft__worker *w)
         return NULL;
     }
     struct weft__job *f = pool->frames;
-    pool->frames = f->next;
-    pool->nframes--;
-    weft__frame_of(f)->home = w;
+    unsigned n = (unsigned)f->result;
+    pool->frames = f->arg;
+    pool->nframes -= n;
     if (w) {
-        /* Adopt a batch for the private list while we hold the lock. */
-        for (unsigned k = 1; k < SLAB_FRAMES && pool->frames; k++) {
-            struct weft__job *g = pool->frames;
-            pool->frames = g->next;
-            pool->nframes--;
-            g->next = w->free_frames;
-            w->free_frames = g;
-            w->nfree_frames++;
-        }
+        /* Adopt the rest of the batch as the private list. */
+        w->free_frames = f->next;
+        w->nfree_frames = n - 1;
+    } else if (n > 1) {
+        batch_push_locked(pool, f->next, n - 1);
     }
     pthread_mutex_unlock(&pool->frames_mu);
+    weft__frame_of(f)->home = w;
     return f;
 }
 
@@ -157,22 +170,21 @@ void weft__frame_put(weft_pool *pool, struct weft__worker *w, struct weft__job *
          * finished here for another spawner count against the cap. */
         if (WEFT_LIKELY(weft__frame_of(f)->home == w || w->nfree_frames <= LOCAL_MAX))
             return;
+        /* The newest SLAB_FRAMES: frames this worker just ran, in its cache. */
         struct weft__job *head = w->free_frames, *tail = head;
         for (unsigned k = 1; k < SLAB_FRAMES; k++)
             tail = tail->next;
         w->free_frames = tail->next;
         w->nfree_frames -= SLAB_FRAMES;
+        tail->next = NULL;
         pthread_mutex_lock(&pool->frames_mu);
-        tail->next = pool->frames;
-        pool->frames = head;
-        pool->nframes += SLAB_FRAMES;
+        batch_push_locked(pool, head, SLAB_FRAMES);
         pthread_mutex_unlock(&pool->frames_mu);
         return;
     }
+    f->next = NULL;
     pthread_mutex_lock(&pool->frames_mu);
-    f->next = pool->frames;
-    pool->frames = f;
-    pool->nframes++;
+    batch_push_locked(pool, f, 1);
     pthread_mutex_unlock(&pool->frames_mu);
 }
 

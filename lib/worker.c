@@ -203,6 +203,44 @@ void weft__worker_run_job_plain(struct weft__worker *w, struct weft__job *job)
     weft__latch_set(&job->latch);
 }
 
+/* Most jobs one steal takes from a victim (the one returned included). */
+#define STEAL_BATCH 32
+
+/* After stealing a spawned frame from v: take up to half of what else looks public
+ * there (at most STEAL_BATCH - 1) onto our own deque, public, so that a thief of a
+ * flat spawn loop pays its misses on the victim's lines once per batch rather than
+ * once per task. Each is an ordinary steal (deque.c: one CAS on top per job, no
+ * claim on a range read from a split that may be stale); the top line stays in our
+ * cache between them. Only while our deque has room: no growth here. */
+static void steal_more(struct weft__worker *w, struct weft__worker *v)
+{
+    struct weft__deque *dq = &v->dq;
+    /* Relaxed: a hint for how many to try; each steal checks for itself. */
+    int64_t avail = atomic_load_explicit(&dq->split, memory_order_relaxed) -
+                    atomic_load_explicit(&dq->top, memory_order_relaxed);
+    int64_t want = avail / 2 < STEAL_BATCH - 1 ? avail / 2 : STEAL_BATCH - 1;
+    int64_t b = atomic_load_explicit(&w->dq.bottom, memory_order_relaxed); /* our own */
+    if (want > w->dq.limit - b)
+        (void)weft__deque_grow(&w->dq); /* moves limit up, or grows; else fewer */
+    if (want > w->dq.limit - b)
+        want = w->dq.limit - b;
+    int64_t got = 0;
+    while (got < want) {
+        struct weft__job *job = weft__deque_steal(dq);
+        if (job == WEFT__STEAL_EMPTY || job == WEFT__STEAL_ABORT)
+            break;
+        WEFT_ASSERT(!weft__is_resume(job));
+        int err = weft__deque_push(&w->dq, job, true); /* room checked: cannot fail */
+        WEFT_ASSERT(err == 0);
+        (void)err;
+        got++;
+    }
+    if (got) {
+        WEFT__COUNT_N(w, steals, got);
+        weft__after_push(w); /* as any push (weft.h) */
+    }
+}
+
 /* Try victim v: its ready tasks, then its deque (a lost race means the victim has
  * work: try again at once). */
 static struct weft__job *steal_from(struct weft__worker *w, struct weft__worker *v)
@@ -215,6 +253,8 @@ static struct weft__job *steal_from(struct weft__worker *w, struct weft__worker 
     if (job) {
         WEFT__COUNT(w, steals);
         weft__trace_stole(w, v->id);
+        if ((uintptr_t)job & WEFT__FRAME_TAG)
+            steal_more(w, v);
     }
     return job;
 }
@@ -348,6 +388,13 @@ struct weft__job *weft__worker_find_work(struct weft__worker *w,
     /* We stop running our own jobs (none, or only some below floor): let thieves
      * have whatever is private (deque.c). */
     weft__deque_publish(&w->dq);
+    /* Holding finishes of a scope (scope.c): one look at the other workers first,
+     * still deferring them. A thief of a flat spawn loop takes that scope's next
+     * frame here, and running it keeps the deferral (a frame of another scope, a
+     * join job or a resumed task hands it in first); handing in per stolen frame was
+     * one RMW per task on the counter the spawner bumps per spawn. */
+    if (w->acct_done > 0 && (job = steal_round(w)) != NULL)
+        return job;
     weft__acct_flush(w); /* and hand in deferred finishes (scope.c) */
     /* That may have set what we wait for (the last tasks of a scope we help were
      * ours): then return before searching, whose start and end touch the parking
