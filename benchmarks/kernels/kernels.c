@@ -26,7 +26,12 @@
  *             merge pairs with a parallel merge (split at the larger run's median,
  *             binary search in the other), all through weft_join (coarse)
  * and, where meson finds them, oneTBB task_group and OpenMP task peers for fib
- * (benchmarks/fib's) and uts (kernels_tbb.cpp, kernels_omp.c).
+ * (benchmarks/fib's) and uts (kernels_tbb.cpp, kernels_omp.c); Lace peers for fib and
+ * knapsack when meson is given a Lace source tree (-Dlace=DIR, kernels_lace.c).
+ * Beside plain C, the "calls" rows run the weft code of fib, knapsack and uts with
+ * weft_join replaced by two direct calls and weft_spawn_copy by a call (calls_join
+ * below): what the user's code costs with no scheduler, so that the gap between
+ * plain C and weft splits into the task shape's and the scheduler's.
  *
  * The serial versions are the same algorithms with the forks replaced by calls.
  * Every measurement runs in a child process of its own (bench_isolated), so that
@@ -101,17 +106,40 @@ struct fib_arg {
     long r;
 };
 
-static int fib_weft(void *p)
+/* The "calls" rows: each task below written once, run two ways, under weft_join
+ * and with weft_join replaced by calls_join, two direct calls in order. The calls
+ * version is the code users write with no scheduler at all: its struct arguments
+ * and two real calls per node (the functions are noinline, so the compiler cannot
+ * fold the recursion into a loop as it does plain C's), the floor for any fork-join
+ * library that takes tasks as int (*)(void *). */
+static inline int calls_join(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
 {
-    struct fib_arg *f = p;
+    int ra = a(arg_a), rb = b(arg_b);
+    return ra ? ra : rb;
+}
+
+static inline __attribute__((always_inline)) int fib_node(struct fib_arg *f, weft_fn self,
+                                                          bool calls)
+{
     if (f->n < 2) {
         f->r = f->n;
         return 0;
     }
     struct fib_arg a = {f->n - 2, 0}, b = {f->n - 1, 0};
-    int err = weft_join(fib_weft, &a, fib_weft, &b); /* b = fib(n-1) is pushed: stealable */
+    /* b = fib(n-1) is the half weft_join pushes: stealable, as Lace's SPAWN */
+    int err = calls ? calls_join(self, &a, self, &b) : weft_join(self, &a, self, &b);
     f->r = a.r + b.r;
     return err;
+}
+
+static int fib_weft(void *p)
+{
+    return fib_node(p, fib_weft, false);
+}
+
+__attribute__((noinline)) static int fib_calls(void *p)
+{
+    return fib_node(p, fib_calls, true);
 }
 
 /* Tuned: benchmarks/fib's form, one word holds n on entry and fib(n) on return. */
@@ -139,6 +167,13 @@ static uint64_t fib_run_weft(void)
     return (uint64_t)f.r;
 }
 
+static uint64_t fib_run_calls(void)
+{
+    struct fib_arg f = {sz.fib, 0};
+    check(fib_calls(&f), "fib");
+    return (uint64_t)f.r;
+}
+
 static uint64_t fib_run_slot(void)
 {
     long f = sz.fib;
@@ -146,6 +181,12 @@ static uint64_t fib_run_slot(void)
     return (uint64_t)f;
 }
 
+#ifdef HAVE_LACE
+static uint64_t fib_run_lace(int workers, double *ns)
+{
+    return (uint64_t)fib_lace(sz.fib, workers, ns);
+}
+#endif
 #ifdef HAVE_TBB
 static uint64_t fib_run_tbb(int workers, double *ns)
 {
@@ -163,9 +204,6 @@ static uint64_t fib_run_omp(int workers, double *ns)
  * knapsack
  * ---------------------------------------------------------------------------- */
 
-struct item {
-    int weight, value;
-};
 static struct item items[64];
 static int knap_capacity;
 
@@ -200,9 +238,9 @@ struct knap_arg {
     int r;
 };
 
-static int knap_weft(void *p)
+static inline __attribute__((always_inline)) int knap_node(struct knap_arg *a, weft_fn self,
+                                                           bool calls)
 {
-    struct knap_arg *a = p;
     if (a->c < 0) {
         a->r = INT_MIN;
         return 0;
@@ -213,21 +251,50 @@ static int knap_weft(void *p)
     }
     struct knap_arg with = {a->e + 1, a->c - a->e->weight, a->n - 1, a->v + a->e->value, 0};
     struct knap_arg without = {a->e + 1, a->c, a->n - 1, a->v, 0};
-    int err = weft_join(knap_weft, &without, knap_weft, &with); /* "with" stealable */
+    /* "with" is the stealable half */
+    int err = calls ? calls_join(self, &without, self, &with)
+                    : weft_join(self, &without, self, &with);
     a->r = with.r > without.r ? with.r : without.r;
     return err;
 }
+
+static int knap_weft(void *p)
+{
+    return knap_node(p, knap_weft, false);
+}
+
+__attribute__((noinline)) static int knap_calls(void *p)
+{
+    return knap_node(p, knap_calls, true);
+}
+
+#ifdef HAVE_LACE
+static uint64_t knap_run_lace(int workers, double *ns)
+{
+    return (uint64_t)knap_lace(items, sz.knapsack, knap_capacity, workers, ns);
+}
+#endif
 
 static uint64_t knap_run_plain(void)
 {
     return (uint64_t)knap_plain(items, knap_capacity, sz.knapsack, 0);
 }
 
-static uint64_t knap_run_weft(void)
+static uint64_t knap_run(weft_fn fn)
 {
     struct knap_arg a = {items, knap_capacity, sz.knapsack, 0, 0};
-    check(knap_weft(&a), "knapsack");
+    check(fn(&a), "knapsack");
     return (uint64_t)a.r;
+}
+
+static uint64_t knap_run_weft(void)
+{
+    return knap_run(knap_weft);
+}
+
+static uint64_t knap_run_calls(void)
+{
+    return knap_run(knap_calls);
 }
 
 /* ------------------------------------------------------------------------------
@@ -292,6 +359,36 @@ static long uts_weft_node(uint64_t id, int depth, bool leafless)
     for (int i = 0; i < n.nkids; i++)
         c += n.counts[i];
     return c;
+}
+
+/* The calls row: the same node and struct arguments, each child called in order
+ * where uts_body spawns it (no scope). */
+__attribute__((noinline)) static long uts_calls_node(uint64_t id, int depth);
+
+static int uts_calls_task(void *p)
+{
+    const struct uts_arg *a = p;
+    *a->count = uts_calls_node(a->id, a->depth);
+    return 0;
+}
+
+__attribute__((noinline)) static long uts_calls_node(uint64_t id, int depth)
+{
+    struct uts_node n;
+    n.nkids = uts_num_children(id, depth, sz.uts);
+    for (int i = 0; i < n.nkids; i++) {
+        struct uts_arg a = {uts_child_id(id, i), depth + 1, false, &n.counts[i]};
+        check(uts_calls_task(&a), "uts");
+    }
+    long c = 1;
+    for (int i = 0; i < n.nkids; i++)
+        c += n.counts[i];
+    return c;
+}
+
+static uint64_t uts_run_calls(void)
+{
+    return (uint64_t)uts_calls_node(UTS_ROOT_ID, 0);
 }
 
 static uint64_t uts_run_plain(void)
@@ -757,7 +854,8 @@ static uint64_t sort_run_weft(void)
  * The harness
  * ---------------------------------------------------------------------------- */
 
-enum impl { PLAIN, WEFT, WEFT_TUNED, TBB, OMP, NIMPL };
+enum impl { PLAIN, CALLS, WEFT, WEFT_TUNED, LACE, TBB, OMP, NIMPL };
+#define NPEERS (NIMPL - LACE) /* the peers: Lace, oneTBB, OpenMP */
 
 struct kernel {
     const char *name;
@@ -766,60 +864,59 @@ struct kernel {
     void (*prepare)(void); /* in the parent, before the children: inputs */
     void (*reset)(void);   /* before every run, untimed */
     uint64_t (*plain)(void);
+    uint64_t (*calls)(void); /* the weft code with direct calls (calls_join) */
     uint64_t (*weft)(void); /* called inside a task */
     uint64_t (*tuned)(void);
     const char *tuned_name;
-    uint64_t (*peer[2])(int workers, double *ns); /* TBB, OMP */
+    uint64_t (*peer[NPEERS])(int workers, double *ns); /* Lace, TBB, OMP */
     uint64_t expect;
 };
 
+#ifdef HAVE_LACE
+#define LACE_PEER(f) f
+#else
+#define LACE_PEER(f) NULL
+#endif
+#ifdef HAVE_TBB
+#define TBB_PEER(f) f
+#else
+#define TBB_PEER(f) NULL
+#endif
+#ifdef HAVE_OMP
+#define OMP_PEER(f) f
+#else
+#define OMP_PEER(f) NULL
+#endif
+
 static struct kernel kernels[] = {
-    {"fib", &sz.fib, NULL, NULL, NULL, fib_run_plain, fib_run_weft, fib_run_slot,
-     "weft_slot (tuned)",
-#ifdef HAVE_TBB
-     {fib_run_tbb,
-#else
-     {NULL,
-#endif
-#ifdef HAVE_OMP
-      fib_run_omp},
-#else
-      NULL},
-#endif
-     0},
-    {"knapsack", &sz.knapsack, NULL, knap_prepare, NULL, knap_run_plain, knap_run_weft, NULL,
-     NULL, {NULL, NULL}, 0},
-    {"uts", &sz.uts, NULL, NULL, NULL, uts_run_plain, uts_run_weft, uts_run_leafless,
-     "weft_leafless (tuned)",
-#ifdef HAVE_TBB
-     {uts_run_tbb,
-#else
-     {NULL,
-#endif
-#ifdef HAVE_OMP
-      uts_run_omp},
-#else
-      NULL},
-#endif
-     0},
-    {"nqueens", &sz.queens, NULL, NULL, NULL, nq_run_plain, nq_run_weft, NULL, NULL,
-     {NULL, NULL}, 0},
-    {"matmul", &sz.matmul, NULL, mm_prepare, mm_reset, mm_run_plain, mm_run_weft, NULL, NULL,
-     {NULL, NULL}, 0},
-    {"sort", NULL, &sz.sort, sort_prepare, sort_reset, sort_run_plain, sort_run_weft, NULL,
-     NULL, {NULL, NULL}, 0},
+    {"fib", &sz.fib, NULL, NULL, NULL, fib_run_plain, fib_run_calls, fib_run_weft,
+     fib_run_slot, "weft_slot (tuned)",
+     {LACE_PEER(fib_run_lace), TBB_PEER(fib_run_tbb), OMP_PEER(fib_run_omp)}, 0},
+    {"knapsack", &sz.knapsack, NULL, knap_prepare, NULL, knap_run_plain, knap_run_calls,
+     knap_run_weft, NULL, NULL, {LACE_PEER(knap_run_lace), NULL, NULL}, 0},
+    {"uts", &sz.uts, NULL, NULL, NULL, uts_run_plain, uts_run_calls, uts_run_weft,
+     uts_run_leafless, "weft_leafless (tuned)",
+     {NULL, TBB_PEER(uts_run_tbb), OMP_PEER(uts_run_omp)}, 0},
+    {"nqueens", &sz.queens, NULL, NULL, NULL, nq_run_plain, NULL, nq_run_weft, NULL, NULL,
+     {NULL, NULL, NULL}, 0},
+    {"matmul", &sz.matmul, NULL, mm_prepare, mm_reset, mm_run_plain, NULL, mm_run_weft, NULL,
+     NULL, {NULL, NULL, NULL}, 0},
+    {"sort", NULL, &sz.sort, sort_prepare, sort_reset, sort_run_plain, NULL, sort_run_weft,
+     NULL, NULL, {NULL, NULL, NULL}, 0},
 };
 #define NKERNELS (sizeof(kernels) / sizeof(kernels[0]))
 
 static const char *impl_key(enum impl i)
 {
-    static const char *const k[NIMPL] = {"plain", "weft", "weft_tuned", "tbb", "omp"};
+    static const char *const k[NIMPL] = {"plain", "calls", "weft", "weft_tuned",
+                                         "lace", "tbb", "omp"};
     return k[i];
 }
 
 static const char *impl_label(const struct kernel *k, enum impl i)
 {
-    static const char *const l[NIMPL] = {"plain C", "weft", "", "oneTBB", "OpenMP"};
+    static const char *const l[NIMPL] = {"plain C", "calls (no scheduler)", "weft", "",
+                                         "Lace", "oneTBB", "OpenMP"};
     return i == WEFT_TUNED ? k->tuned_name : l[i];
 }
 
@@ -829,10 +926,12 @@ static bool has_impl(const struct kernel *k, enum impl i)
     case PLAIN:
     case WEFT:
         return true;
+    case CALLS:
+        return k->calls != NULL;
     case WEFT_TUNED:
         return k->tuned != NULL;
     default:
-        return k->peer[i - TBB] != NULL;
+        return k->peer[i - LACE] != NULL;
     }
 }
 
@@ -864,7 +963,7 @@ static void measure(void *p, double *out, int max)
         check(weft_pool_create(&pool, &o), "weft_pool_create");
     }
     /* k = -1: the untimed warm-up (the peers warm up inside their call). */
-    for (int r = (j->impl == TBB || j->impl == OMP) ? 0 : -1; r < j->reps && r < max; r++) {
+    for (int r = j->impl >= LACE ? 0 : -1; r < j->reps && r < max; r++) {
         if (k->reset)
             k->reset();
         uint64_t got = 0;
@@ -872,7 +971,8 @@ static void measure(void *p, double *out, int max)
         uint64_t t0 = bench_now_ns();
         switch (j->impl) {
         case PLAIN:
-            got = k->plain();
+        case CALLS:
+            got = j->impl == PLAIN ? k->plain() : k->calls();
             ns = (double)(bench_now_ns() - t0);
             break;
         case WEFT:
@@ -884,7 +984,7 @@ static void measure(void *p, double *out, int max)
             break;
         }
         default:
-            got = k->peer[j->impl - TBB](j->workers, &ns);
+            got = k->peer[j->impl - LACE](j->workers, &ns);
             break;
         }
         if (got != k->expect) {
@@ -986,7 +1086,7 @@ int main(int argc, char **argv)
             if (!has_impl(k, (enum impl)impl))
                 continue;
             for (int w = 1; w <= 2; w++) {
-                if (impl == PLAIN && w == 2)
+                if ((impl == PLAIN || impl == CALLS) && w == 2)
                     continue;
                 struct job j = {k, (enum impl)impl, w, reps};
                 if ((impl == TBB || impl == OMP) && reps > 3)
@@ -1024,7 +1124,7 @@ int main(int argc, char **argv)
             if (!has_impl(k, (enum impl)impl))
                 continue;
             for (int w = 1; w <= 2; w++) {
-                if (impl == PLAIN && w == 2)
+                if ((impl == PLAIN || impl == CALLS) && w == 2)
                     continue;
                 double m = med[ki][impl][w];
                 printf("%-14s %-22s %2d %12.3f %8.2fx", name, impl_label(k, (enum impl)impl), w,

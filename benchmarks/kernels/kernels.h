@@ -59,6 +59,16 @@ static inline int uts_num_children(uint64_t id, int depth, int depth_max)
 long uts_tbb(int depth_max, int workers, double *ns);
 long uts_omp(int depth_max, int workers, double *ns);
 
+/* knapsack's items (kernels.c draws them). */
+struct item {
+    int weight, value;
+};
+
+/* Lace peers (kernels_lace.c, with -Dlace=DIR): fib(n), and the best value of the
+ * knapsack over items[0, n) with capacity c; wall time of the run in *ns. */
+long fib_lace(int n, int workers, double *ns);
+int knap_lace(const struct item *items, int n, int capacity, int workers, double *ns);
+
 #ifdef __cplusplus
 }
 #endif
