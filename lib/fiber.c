@@ -29,8 +29,12 @@
  * instead of corrupting the neighbour; the header (links, bounds, and the record of
  * the fiber that runs on it) sits at the top of the same mapping, so making a fiber
  * allocates nothing else. A cache per pool keeps returned stacks for reuse, LIFO
- * (the stack returned last has warm pages and TLB entries), up to a limit; all under
- * one mutex. The cache also links every stack it mapped, so its destruction unmaps
+ * (the stack returned last has warm pages and TLB entries): up to a limit for good,
+ * and past it until they have gone unused for a second, when a worker about to sleep
+ * trims them (weft__stack_cache_trim); all under one mutex. (Unmapping each stack
+ * past the limit as it came back made a burst of 200 yielding tasks map and unmap
+ * 176 stacks per round, and on 2 workers every munmap's TLB shootdown interrupted
+ * the other core: Tokio's yield_many port ran slower on 2 workers than on 1.) The cache also links every stack it mapped, so its destruction unmaps
  * them all, including those of fibers still suspended (a pool inherited across
  * fork(), which is only freed). Only the pages a fiber touched cost memory.
  *
@@ -86,6 +90,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifdef WEFT__ASAN
@@ -198,6 +203,13 @@ int weft__stack_get(struct weft__stack_cache *c, struct weft__stack **out)
     return 0;
 }
 
+static uint64_t stack_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 void weft__stack_put(struct weft__stack_cache *c, struct weft__stack *s)
 {
     WEFT_ASSERT(s->cache == c);
@@ -205,17 +217,45 @@ void weft__stack_put(struct weft__stack_cache *c, struct weft__stack *s)
     pthread_mutex_lock(&c->mu);
     WEFT_ASSERT(s->in_use);
     s->in_use = false;
-    if (c->max_free == 0 || c->nfree < c->max_free) {
-        s->next_free = c->free;
-        c->free = s;
-        c->nfree++;
-        pthread_mutex_unlock(&c->mu);
-        return;
-    }
-    stack_list_remove(&c->all, NULL, s);
-    c->total--;
+    s->next_free = c->free;
+    c->free = s;
+    c->nfree++;
+    /* Over the limit: kept for now, and timed for weft__stack_cache_trim. Relaxed:
+     * the mutex orders it; trim's unlocked read is a hint. */
+    if (c->max_free != 0 && c->nfree > c->max_free &&
+        atomic_load_explicit(&c->over_since, memory_order_relaxed) == 0)
+        atomic_store_explicit(&c->over_since, stack_now_ns(), memory_order_relaxed);
     pthread_mutex_unlock(&c->mu);
-    stack_unmap(c, s);
+}
+
+void weft__stack_cache_trim(struct weft__stack_cache *c)
+{
+    /* Relaxed: a hint; rechecked under the mutex. */
+    uint64_t since = atomic_load_explicit(&c->over_since, memory_order_relaxed);
+    if (since == 0 || stack_now_ns() - since < WEFT__STACK_TRIM_NS)
+        return;
+    struct weft__stack *drop = NULL;
+    pthread_mutex_lock(&c->mu);
+    if (c->nfree > c->max_free) {
+        /* Keep the max_free warmest (the LIFO's head); unlink the rest. */
+        struct weft__stack **p = &c->free;
+        for (size_t k = 0; k < c->max_free; k++)
+            p = &(*p)->next_free;
+        drop = *p;
+        *p = NULL;
+        for (struct weft__stack *s = drop; s; s = s->next_free) {
+            stack_list_remove(&c->all, NULL, s);
+            c->total--;
+            c->nfree--;
+        }
+    }
+    atomic_store_explicit(&c->over_since, 0, memory_order_relaxed);
+    pthread_mutex_unlock(&c->mu);
+    while (drop) {
+        struct weft__stack *next = drop->next_free;
+        stack_unmap(c, drop);
+        drop = next;
+    }
 }
 
 static void cache_destroy(struct weft__stack_cache *c, bool forked)

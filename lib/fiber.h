@@ -33,7 +33,9 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdnoreturn.h>
 
 struct weft__stack;
@@ -174,13 +176,17 @@ struct weft__stack {
     struct weft__fiber fiber;           /* record of the fiber running on it */
 };
 
-/* One per pool. Stacks are mapped on demand and kept for reuse up to max_free;
- * get and put take a mutex (they are not on the path of tasks that never wait). */
+/* One per pool. Stacks are mapped on demand and kept for reuse: up to max_free for
+ * good, more for a while (weft__stack_cache_trim); get and put take a mutex (they are
+ * not on the path of tasks that never wait). */
 struct weft__stack_cache {
     pthread_mutex_t mu;
     struct weft__stack *all;            /* every mapped stack, free or not (mu) */
     struct weft__stack *free;           /* LIFO: the warmest stack first (mu) */
     size_t nfree, total;                /* (mu) */
+    _Atomic(uint64_t) over_since;       /* when nfree last went over max_free, 0: not
+                                           over (written under mu; read relaxed as a
+                                           hint by trim) */
     size_t max_free;                    /* read-only after init */
     size_t size;                        /* usable bytes per stack; read-only */
     size_t guard;                       /* guard bytes below each stack (a page) */
@@ -189,10 +195,17 @@ struct weft__stack_cache {
 
 /* stack_size: usable bytes per stack (at least that many and WEFT__STACK_MIN;
  * rounded up to pages together with the header), 0 for WEFT__STACK_DEFAULT.
- * max_free: stacks kept mapped for reuse (0: no limit); more are unmapped when put
- * back. Returns 0, or -ENOMEM if the size cannot be mapped at all (overflows). */
+ * max_free: stacks kept mapped for reuse for good (0: no limit); more are kept
+ * until weft__stack_cache_trim finds them unused for WEFT__STACK_TRIM_NS. Returns 0, or -ENOMEM if the size cannot be mapped at all (overflows). */
 int weft__stack_cache_init(struct weft__stack_cache *c, size_t stack_size,
                            size_t max_free);
+
+/* Free stacks past max_free that have been so for WEFT__STACK_TRIM_NS are
+ * unmapped, the coldest first. Called by a worker about to sleep (park.c): a burst
+ * of waiting tasks (hundreds of yielders, say) reuses its stacks in the next burst
+ * instead of mapping them again, and an idle pool gives them back. Any thread. */
+#define WEFT__STACK_TRIM_NS 1000000000u
+void weft__stack_cache_trim(struct weft__stack_cache *c);
 
 /* Unmap every stack of the cache, also those still out (their fibers are dropped:
  * only at teardown, e.g. of a pool inherited across fork()). Then c is dead. */

@@ -232,6 +232,7 @@ void weft__park(struct weft__worker *w, const struct weft__latch *until)
         WEFT_ASSERT(w->searching);
         return;
     }
+    weft__stack_cache_trim(&pool->stacks); /* fiber.c: stacks of a past burst */
     weft__js_sleep(w);          /* jobserver.c: asleep, a worker holds no token */
     WEFT__COUNT(w, parks);
     weft__obs_park_begin(w); /* idle time, park slices (stats.c); _end at each wake */

@@ -7,6 +7,8 @@
 #define _GNU_SOURCE
 #include "harness.h"
 
+#include <stdatomic.h>
+
 #ifndef WEFT_HAVE_FIBERS
 
 Test(fiber, unsupported)
@@ -797,6 +799,9 @@ Test(fiber, cache_recycles)
     cr_assert_eq(map_perms((char *)lo - 1, perms), 0, "guard still mapped after destroy");
 }
 
+/* Past its limit the cache keeps stacks until they have gone unused for
+ * WEFT__STACK_TRIM_NS; weft__stack_cache_trim then unmaps the coldest. The test
+ * ages the cache by moving over_since back rather than by sleeping. */
 Test(fiber, cache_limit)
 {
     struct weft__stack_cache c;
@@ -805,13 +810,35 @@ Test(fiber, cache_limit)
     for (int i = 0; i < 4; i++)
         cr_assert_eq(weft__stack_get(&c, &s[i]), 0);
     cr_assert_eq(weft__stack_cache_total(&c), 4);
-    void *lo3 = s[3]->lo;
-    for (int i = 0; i < 4; i++)
+    void *lo[4];
+    for (int i = 0; i < 4; i++) {
+        lo[i] = s[i]->lo;
         weft__stack_put(&c, s[i]);
+    }
+    cr_assert_eq(weft__stack_cache_nfree(&c), 4, "a burst's stacks are kept for now");
+    cr_assert_eq(weft__stack_cache_total(&c), 4);
+    cr_assert_neq(atomic_load(&c.over_since), 0, "going over the limit is timed");
+    weft__stack_cache_trim(&c);
+    cr_assert_eq(weft__stack_cache_nfree(&c), 4, "trimmed before a second went by");
+    atomic_store(&c.over_since, 1); /* long ago */
+    weft__stack_cache_trim(&c);
     cr_assert_eq(weft__stack_cache_nfree(&c), 2);
     cr_assert_eq(weft__stack_cache_total(&c), 2);
+    cr_assert_eq(atomic_load(&c.over_since), 0);
     char perms[5];
-    cr_assert_eq(map_perms(lo3, perms), 0, "a stack beyond the limit stays mapped");
+    cr_assert_eq(map_perms(lo[0], perms), 0, "the coldest stacks are unmapped");
+    cr_assert_eq(map_perms(lo[1], perms), 0, "the coldest stacks are unmapped");
+    struct weft__stack *a = NULL, *b = NULL;
+    cr_assert_eq(weft__stack_get(&c, &a), 0);
+    cr_assert_eq(weft__stack_get(&c, &b), 0);
+    cr_assert_eq(a, s[3], "the warmest stack is kept and handed out first");
+    cr_assert_eq(b, s[2]);
+    cr_assert_eq(weft__stack_cache_total(&c), 2, "no new mapping for kept stacks");
+    weft__stack_put(&c, b);
+    weft__stack_put(&c, a);
+    cr_assert_eq(atomic_load(&c.over_since), 0, "at the limit, not over it");
+    weft__stack_cache_trim(&c);
+    cr_assert_eq(weft__stack_cache_nfree(&c), 2, "nothing to trim at the limit");
     weft__stack_cache_destroy(&c);
 }
 
