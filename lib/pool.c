@@ -153,7 +153,6 @@ static void pool_free(weft_pool *pool)
 {
     pool_free_memory(pool);
     pthread_mutex_destroy(&pool->idle_mu);
-    pthread_mutex_destroy(&pool->inj_mu);
     pthread_mutex_destroy(&pool->frames_mu);
     free(pool);
 }
@@ -203,7 +202,7 @@ static weft_pool *pool_alloc(const weft_pool_options *o, uint64_t *seed)
         return NULL;
     memset(pool, 0, sizeof(*pool));
     pthread_mutex_init(&pool->idle_mu, NULL);
-    pthread_mutex_init(&pool->inj_mu, NULL);
+    atomic_init(&pool->inj_lock, 0);
     pthread_mutex_init(&pool->frames_mu, NULL);
     atomic_init(&pool->sleep_state, 0);
     atomic_init(&pool->inj_len, 0);

@@ -133,7 +133,7 @@ struct weft_pool {
     struct weft__worker **idle;
 
     /* The injector (runq.c): jobs from threads that are not workers of this pool. */
-    alignas(64) pthread_mutex_t inj_mu;
+    alignas(64) _Atomic(uint32_t) inj_lock; /* spinlock (spin.h) */
     struct weft__jobq inj;
     _Atomic(size_t) inj_len;
 
@@ -145,7 +145,9 @@ struct weft_pool {
 
     /* Spawn frames shared between workers and outside threads (task.c). */
     pthread_mutex_t frames_mu;
-    struct weft__job *frames;
+    struct weft__job *frames;            /* a stack of batches (task.c) */
+    struct weft__job *loose;             /* single frames for outside threads */
+    unsigned nloose;
     unsigned nframes;
     void *slabs;
 

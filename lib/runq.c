@@ -12,7 +12,9 @@
  *  - Each worker's yield queue: tasks that called weft_yield, taken after the deque
  *    (so a task spinning on weft_yield lets new work run) unless too many wait.
  *  - The pool's injector: jobs from threads that are not workers of the pool
- *    (weft_run, a spawn from outside), under a mutex: not a hot path. Taken one at
+ *    (weft_run, a spawn from outside), under the same kind of spinlock (a pthread
+ *    mutex there went to futex waits in Tokio's spawn_many_remote_idle port: the
+ *    spawning thread and the workers popping take it once per task). Taken one at
  *    a time (weft__runq_pop_injected says why not in batches).
  *
  * The ready and yield queues of a worker share one lock, a test-and-test-and-set
@@ -125,12 +127,12 @@ struct weft__job *weft__runq_pop_yielded(struct weft__worker *w)
 
 void weft__runq_inject(weft_pool *pool, struct weft__job *job)
 {
-    pthread_mutex_lock(&pool->inj_mu);
+    weft__spin_acquire(&pool->inj_lock);
     weft__jobq_push(&pool->inj, job);
     atomic_store_explicit(&pool->inj_len,
                           atomic_load_explicit(&pool->inj_len, memory_order_relaxed) + 1,
                           memory_order_relaxed);
-    pthread_mutex_unlock(&pool->inj_mu);
+    weft__spin_release(&pool->inj_lock);
     /* StoreLoad between the injection and the parking-word load; pairs with the
      * RMW + heavy barrier in weft__park(). Not a hot path: a plain fence. */
     atomic_thread_fence(memory_order_seq_cst);
@@ -147,7 +149,7 @@ struct weft__job *weft__runq_pop_injected(struct weft__worker *w)
     weft_pool *pool = w->pool;
     if (atomic_load_explicit(&pool->inj_len, memory_order_relaxed) == 0)
         return NULL;
-    pthread_mutex_lock(&pool->inj_mu);
+    weft__spin_acquire(&pool->inj_lock);
     struct weft__job *job = weft__jobq_pop(&pool->inj);
     struct weft__job *ret = NULL;
     if (job) {
@@ -156,7 +158,7 @@ struct weft__job *weft__runq_pop_injected(struct weft__worker *w)
                               atomic_load_explicit(&pool->inj_len, memory_order_relaxed) - 1,
                               memory_order_relaxed);
     }
-    pthread_mutex_unlock(&pool->inj_mu);
+    weft__spin_release(&pool->inj_lock);
     return ret;
 }
 

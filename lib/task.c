@@ -82,7 +82,9 @@ static void slab_free(void *p, size_t size)
 /* The shared list is a stack of batches, so that a worker takes or hands back a
  * slab's worth of frames in O(1) under the lock: each batch is a chain of frames
  * through job.next, and its first frame holds the next batch (in job.arg) and the
- * chain's length (in job.result); a free frame uses neither. (A flat list had a
+ * chain's length (in job.result); a free frame uses neither. Outside threads take
+ * frames one at a time from a plain list beside it (loose), refilled a batch at a
+ * time. (A flat list had a
  * worker adopt its batch by walking it, one cache miss per frame when a thief on
  * another core had freed them last: flat spawn on 2 workers.) */
 static void batch_push_locked(weft_pool *pool, struct weft__job *head, unsigned n)
@@ -131,11 +133,31 @@ struct weft__job *weft__frame_get(weft_pool *pool, struct weft__worker *w)
         }
     }
     pthread_mutex_lock(&pool->frames_mu);
+    struct weft__job *f;
+    if (pool->loose && (!w || !pool->frames)) {
+        /* An outside thread: one frame of the loose list, touching no other. A
+         * worker with no batch left adopts the whole list. */
+        f = pool->loose;
+        pool->loose = f->next;
+        pool->nframes--;
+        pool->nloose--;
+        if (w) {
+            w->free_frames = pool->loose;
+            w->nfree_frames = pool->nloose;
+            pool->nframes -= pool->nloose;
+            pool->loose = NULL;
+    pool->nloose = 0;
+            pool->nloose = 0;
+        }
+        pthread_mutex_unlock(&pool->frames_mu);
+        weft__frame_of(f)->home = w;
+        return f;
+    }
     if (!pool->frames && refill_locked(pool) != 0) {
         pthread_mutex_unlock(&pool->frames_mu);
         return NULL;
     }
-    struct weft__job *f = pool->frames;
+    f = pool->frames;
     unsigned n = (unsigned)f->result;
     pool->frames = f->arg;
     pool->nframes -= n;
@@ -143,8 +165,12 @@ struct weft__job *weft__frame_get(weft_pool *pool, struct weft__worker *w)
         /* Adopt the rest of the batch as the private list. */
         w->free_frames = f->next;
         w->nfree_frames = n - 1;
-    } else if (n > 1) {
-        batch_push_locked(pool, f->next, n - 1);
+    } else {
+        /* The rest becomes the loose list, for the next outside spawns (splitting
+         * the batch instead wrote its new head's frame: a second line per spawn). */
+        pool->loose = f->next;
+        pool->nloose = n - 1;
+        pool->nframes += n - 1;
     }
     pthread_mutex_unlock(&pool->frames_mu);
     weft__frame_of(f)->home = w;
@@ -182,9 +208,11 @@ void weft__frame_put(weft_pool *pool, struct weft__worker *w, struct weft__job *
         pthread_mutex_unlock(&pool->frames_mu);
         return;
     }
-    f->next = NULL;
     pthread_mutex_lock(&pool->frames_mu);
-    batch_push_locked(pool, f, 1);
+    f->next = pool->loose;
+    pool->loose = f;
+    pool->nloose++;
+    pool->nframes++;
     pthread_mutex_unlock(&pool->frames_mu);
 }
 
@@ -210,5 +238,7 @@ void weft__frames_free(weft_pool *pool)
     }
     pool->slabs = NULL;
     pool->frames = NULL;
+    pool->loose = NULL;
+    pool->nloose = 0;
     pool->nframes = 0;
 }

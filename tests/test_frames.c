@@ -232,3 +232,47 @@ static void steady_state(unsigned threads)
 Test(frames, no_malloc_when_warm_1_worker) { steady_state(1); }
 Test(frames, no_malloc_when_warm_2_workers) { steady_state(2); }
 Test(frames, no_malloc_when_warm_4_workers) { steady_state(4); }
+
+/* Spawns from a thread outside the pool take frames one at a time from the pool's
+ * loose list, refilled a batch at a time (task.c), and the workers that run them
+ * keep or hand back what they free: warm rounds from outside reuse frames. The
+ * first round has every task in flight at once (the gate), the most it can need. */
+static int spawn_few(weft_scope *s, void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < SCALED(TASKS) / 10; i++) {
+        int err = weft_spawn(s, task, NULL);
+        if (err)
+            return err;
+    }
+    atomic_store_explicit(&gate, 1, memory_order_release);
+    return 0;
+}
+
+static void outside_rounds(unsigned threads)
+{
+    weft_pool *pool;
+    weft_pool_options o = {.threads = threads, .trace_path = ""};
+    cr_assert_eq(weft_pool_create(&pool, &o), 0);
+    atomic_store(&gate, 0);
+    atomic_store(&ran, 0);
+    cr_assert_eq(weft_scope_run(pool, spawn_few, NULL), 0); /* from this thread */
+    unsigned before = slabs(pool);
+    cr_assert_gt(before, 0);
+    for (int k = 0; k < 20; k++) {
+        atomic_store(&gate, 0);
+        cr_assert_eq(weft_scope_run(pool, spawn_few, NULL), 0);
+    }
+    cr_assert_eq(atomic_load(&ran), 21L * (SCALED(TASKS) / 10));
+    /* 20 rounds of TASKS/10 without reuse would need 20x the first round's slabs. */
+    unsigned after = slabs(pool);
+    size_t bound = (size_t)SCALED(TASKS) / 10 +
+                   threads * (WEFT__FRAMES_LOCAL_MAX + 2 * WEFT__FRAMES_SLAB) + WEFT__FRAMES_SLAB;
+    cr_assert_leq((size_t)after * WEFT__FRAMES_SLAB, bound,
+                  "%u slabs after 21 rounds of %d tasks from outside (%u after the first)",
+                  after, SCALED(TASKS) / 10, before);
+    weft_pool_destroy(pool);
+}
+
+Test(frames, reused_from_outside_1_worker) { outside_rounds(1); }
+Test(frames, reused_from_outside_2_workers) { outside_rounds(2); }
