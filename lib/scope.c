@@ -395,18 +395,10 @@ WEFT_API int weft_scope_run(weft_pool *pool, int (*body)(weft_scope *s, void *ar
         return err;
     if (!body)
         return -EINVAL;
-    struct weft_scope s;
-    memset(&s, 0, sizeof(s));
-    s.pool = pool;
-    atomic_init(&s.pending, 1);
-    atomic_init(&s.err, 0);
-    atomic_init(&s.cancelled, false);
-    atomic_init(&s.limit, 0);
+    /* Every field zero but these (an initializer: inline stores, no memset call;
+     * a pending latch is zero, weft.h). */
+    struct weft_scope s = {.pool = pool, .pending = 1, .deadline = {.scope = &s}};
     weft__latch_init(&s.done);
-    atomic_init(&s.has_deadline, false);
-    atomic_init(&s.klock, 0);
-    s.deadline.scope = &s;
-    atomic_init(&s.mu, 0);
     /* Opened inside a task of another scope (of any pool): nested in it. */
     struct weft__worker *self = weft__current();
     struct weft_scope *parent = self ? self->dq.scope : NULL;
