@@ -144,10 +144,11 @@ static int task(void *arg)
     return 0;
 }
 
+/* arg: the number of tasks (an int), or NULL for SCALED(TASKS). */
 static int spawn_many(weft_scope *s, void *arg)
 {
-    (void)arg;
-    for (int i = 0; i < SCALED(TASKS); i++) {
+    int n = arg ? *(const int *)arg : SCALED(TASKS);
+    for (int i = 0; i < n; i++) {
         int err = weft_spawn(s, task, NULL);
         if (err)
             return err;
@@ -237,18 +238,6 @@ Test(frames, no_malloc_when_warm_4_workers) { steady_state(4); }
  * loose list, refilled a batch at a time (task.c), and the workers that run them
  * keep or hand back what they free: warm rounds from outside reuse frames. The
  * first round has every task in flight at once (the gate), the most it can need. */
-static int spawn_few(weft_scope *s, void *arg)
-{
-    (void)arg;
-    for (int i = 0; i < SCALED(TASKS) / 10; i++) {
-        int err = weft_spawn(s, task, NULL);
-        if (err)
-            return err;
-    }
-    atomic_store_explicit(&gate, 1, memory_order_release);
-    return 0;
-}
-
 static void outside_rounds(unsigned threads)
 {
     weft_pool *pool;
@@ -256,21 +245,22 @@ static void outside_rounds(unsigned threads)
     cr_assert_eq(weft_pool_create(&pool, &o), 0);
     atomic_store(&gate, 0);
     atomic_store(&ran, 0);
-    cr_assert_eq(weft_scope_run(pool, spawn_few, NULL), 0); /* from this thread */
+    int few = SCALED(TASKS) / 10;
+    cr_assert_eq(weft_scope_run(pool, spawn_many, &few), 0); /* from this thread */
     unsigned before = slabs(pool);
     cr_assert_gt(before, 0);
     for (int k = 0; k < 20; k++) {
         atomic_store(&gate, 0);
-        cr_assert_eq(weft_scope_run(pool, spawn_few, NULL), 0);
+        cr_assert_eq(weft_scope_run(pool, spawn_many, &few), 0);
     }
-    cr_assert_eq(atomic_load(&ran), 21L * (SCALED(TASKS) / 10));
+    cr_assert_eq(atomic_load(&ran), 21L * few);
     /* 20 rounds of TASKS/10 without reuse would need 20x the first round's slabs. */
     unsigned after = slabs(pool);
-    size_t bound = (size_t)SCALED(TASKS) / 10 +
+    size_t bound = (size_t)few +
                    threads * (WEFT__FRAMES_LOCAL_MAX + 2 * WEFT__FRAMES_SLAB) + WEFT__FRAMES_SLAB;
     cr_assert_leq((size_t)after * WEFT__FRAMES_SLAB, bound,
                   "%u slabs after 21 rounds of %d tasks from outside (%u after the first)",
-                  after, SCALED(TASKS) / 10, before);
+                  after, few, before);
     weft_pool_destroy(pool);
 }
 
