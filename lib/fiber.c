@@ -34,9 +34,10 @@
  * trims them (weft__stack_cache_trim); all under one mutex. (Unmapping each stack
  * past the limit as it came back made a burst of 200 yielding tasks map and unmap
  * 176 stacks per round, and on 2 workers every munmap's TLB shootdown interrupted
- * the other core: Tokio's yield_many port ran slower on 2 workers than on 1.) The cache also links every stack it mapped, so its destruction unmaps
- * them all, including those of fibers still suspended (a pool inherited across
- * fork(), which is only freed). Only the pages a fiber touched cost memory.
+ * the other core: Tokio's yield_many port ran slower on 2 workers than on 1.) The
+ * cache also links every stack it mapped, so its destruction unmaps them all,
+ * including those of fibers still suspended (a pool inherited across fork(), which
+ * is only freed). Only the pages a fiber touched cost memory.
  *
  * Invariants.
  *  - A fiber runs on at most one thread at a time: it is switched to only when

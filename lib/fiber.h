@@ -196,7 +196,8 @@ struct weft__stack_cache {
 /* stack_size: usable bytes per stack (at least that many and WEFT__STACK_MIN;
  * rounded up to pages together with the header), 0 for WEFT__STACK_DEFAULT.
  * max_free: stacks kept mapped for reuse for good (0: no limit); more are kept
- * until weft__stack_cache_trim finds them unused for WEFT__STACK_TRIM_NS. Returns 0, or -ENOMEM if the size cannot be mapped at all (overflows). */
+ * until weft__stack_cache_trim finds them unused for WEFT__STACK_TRIM_NS. Returns 0,
+ * or -ENOMEM if the size cannot be mapped at all (overflows). */
 int weft__stack_cache_init(struct weft__stack_cache *c, size_t stack_size,
                            size_t max_free);
 

@@ -84,9 +84,9 @@ static void slab_free(void *p, size_t size)
  * through job.next, and its first frame holds the next batch (in job.arg) and the
  * chain's length (in job.result); a free frame uses neither. Outside threads take
  * frames one at a time from a plain list beside it (loose), refilled a batch at a
- * time. (A flat list had a
- * worker adopt its batch by walking it, one cache miss per frame when a thief on
- * another core had freed them last: flat spawn on 2 workers.) */
+ * time. (A flat list had a worker adopt its batch by walking it, one cache miss per
+ * frame when a thief on another core had freed them last: flat spawn on 2
+ * workers.) */
 static void batch_push_locked(weft_pool *pool, struct weft__job *head, unsigned n)
 {
     head->arg = pool->frames;
@@ -146,7 +146,6 @@ struct weft__job *weft__frame_get(weft_pool *pool, struct weft__worker *w)
             w->nfree_frames = pool->nloose;
             pool->nframes -= pool->nloose;
             pool->loose = NULL;
-    pool->nloose = 0;
             pool->nloose = 0;
         }
         pthread_mutex_unlock(&pool->frames_mu);

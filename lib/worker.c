@@ -211,7 +211,8 @@ void weft__worker_run_job_plain(struct weft__worker *w, struct weft__job *job)
  * flat spawn loop pays its misses on the victim's lines once per batch rather than
  * once per task. Each is an ordinary steal (deque.c: one CAS on top per job, no
  * claim on a range read from a split that may be stale); the top line stays in our
- * cache between them. Only while our deque has room: no growth here. */
+ * cache between them. As many as our deque has room for once its limit is moved
+ * up (or the array grown): pushes here must not fail, the jobs are ours now. */
 static void steal_more(struct weft__worker *w, struct weft__worker *v)
 {
     struct weft__deque *dq = &v->dq;
