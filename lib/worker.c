@@ -347,6 +347,31 @@ static struct weft__job *search(struct weft__worker *w, const struct weft__latch
     }
 }
 
+/* The newest job of w's own deque above floor, if find_work would take it next: no
+ * ready task, no look at the ring or the injector due, no yielders' turn, and the
+ * stack not low (a wait must suspend then: latch.c). Else NULL, and the caller takes
+ * find_work's path. Counts the job as find_work does (w->tick, w->inj_tick). For a
+ * scope's end, which runs its own frames back to back (scope.c). */
+struct weft__job *weft__worker_pop_own(struct weft__worker *w, int64_t floor)
+{
+    if (atomic_load_explicit(&w->dq.bottom, memory_order_relaxed) <= floor) /* own */
+        return NULL;
+    if (w->io->poll && (w->tick + 1 >= WEFT__IO_EVERY || w->io->pending(w)))
+        return NULL;
+    if (w->inj_tick + 1 >= INJECT_EVERY ||
+        /* Relaxed: hints, as in find_work; a task made ready meanwhile runs at the
+         * next look, as it would there. */
+        atomic_load_explicit(&w->ready_len, memory_order_relaxed) != 0 ||
+        weft__runq_yield_first(w) || weft__suspend_stack_low(w))
+        return NULL;
+    struct weft__job *job = weft__deque_pop(&w->dq);
+    if (job) {
+        w->tick += w->io->poll != NULL;
+        w->inj_tick++;
+    }
+    return job;
+}
+
 /* One job to run, or NULL once until is set (after parking, possibly). Local jobs
  * are taken only above floor: see latch.c's wait_helping and scope.c. */
 struct weft__job *weft__worker_find_work(struct weft__worker *w,

@@ -35,6 +35,9 @@ noreturn void weft__worker_fiber_main(void *arg, void *msg);
 void weft__worker_run_job(struct weft__worker *w, struct weft__job *job);
 /* The same without the trace's slice around it (trace.c calls it). */
 void weft__worker_run_job_plain(struct weft__worker *w, struct weft__job *job);
+/* The next job of w's own deque above floor if nothing else is due before it (the
+ * ready queue, the ring, the injector, a low stack), else NULL. Owner only. */
+struct weft__job *weft__worker_pop_own(struct weft__worker *w, int64_t floor);
 /* One job to run (a resume job: see weft__is_resume), or NULL once until is set.
  * Local jobs are taken only above floor. May park. Owner only. */
 struct weft__job *weft__worker_find_work(struct weft__worker *w,
