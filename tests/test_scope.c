@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "weft.h"
 #include "checks.h"
@@ -818,4 +819,235 @@ Test(scope, null_pool_means_callers_pool)
     cr_assert_eq(atomic_load(&n.ran), 50);
     ASSERT_NO_BAD();
     weft_pool_destroy(p);
+}
+
+/* ---- the end of a body (scope.c's drain_own) ---------------------------------- */
+
+/* The end of a scope's body runs the jobs the body left on its worker's deque back
+ * to back, counting its own frames locally, and the body's spawns take counts from
+ * a reserve. These check the cases where that could lose or double a count: a body
+ * that spawns into its outer scope too, tasks that yield in the middle of the drain,
+ * a body that yields (and may move to another worker) between spawns, and a failure
+ * in the drain. */
+
+struct endc {
+    weft_scope *outer;
+    int n;
+    long spin_ns; /* endc_yielder: tasks of the first half spin this long */
+    _Atomic(int) inner_done, outer_done, moved;
+    _Atomic(unsigned char) *hits;
+};
+
+static int endc_inner(void *p)
+{
+    struct endc *e = p;
+    atomic_fetch_add(&e->inner_done, 1);
+    return 0;
+}
+
+static int endc_outer(void *p)
+{
+    struct endc *e = p;
+    atomic_fetch_add(&e->outer_done, 1);
+    return 0;
+}
+
+static int endc_mixed_body(weft_scope *s, void *p)
+{
+    struct endc *e = p;
+    for (int i = 0; i < e->n; i++) {
+        TCHECK(weft_spawn(s, endc_inner, e) == 0);
+        TCHECK(weft_spawn(e->outer, endc_outer, e) == 0);
+    }
+    return 0;
+}
+
+static int endc_mixed_task(void *p)
+{
+    struct endc *e = p;
+    TCHECK(weft_scope_run(NULL, endc_mixed_body, e) == 0);
+    /* Every task of the inner scope finished before it returned. */
+    VCHECK(atomic_load(&e->inner_done), e->n);
+    return 0;
+}
+
+static int endc_outer_body(weft_scope *s, void *p)
+{
+    struct endc *e = p;
+    e->outer = s;
+    return weft_spawn(s, endc_mixed_task, e);
+}
+
+static void body_spawns_into_outer_on(unsigned workers)
+{
+    weft_pool *pool = mkpool(workers);
+    for (int round = 0; round < 50; round++) {
+        struct endc e = {.n = 200};
+        cr_assert_eq(weft_scope_run(pool, endc_outer_body, &e), 0);
+        cr_assert_eq(atomic_load(&e.inner_done), e.n);
+        cr_assert_eq(atomic_load(&e.outer_done), e.n);
+    }
+    ASSERT_NO_BAD();
+    weft_pool_destroy(pool);
+}
+
+Test(scope, body_spawns_into_outer_1_worker) { body_spawns_into_outer_on(1); }
+Test(scope, body_spawns_into_outer_2_workers) { body_spawns_into_outer_on(2); }
+
+struct endc_arg {
+    struct endc *e;
+    int i;
+};
+
+/* Yields twice, then marks its index: each index exactly once. */
+static int endc_yielder(void *p)
+{
+    const struct endc_arg *a = p;
+    if (a->i < a->e->n / 2 && a->e->spin_ns) {
+        struct timespec t0, t;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        do
+            clock_gettime(CLOCK_MONOTONIC, &t);
+        while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < a->e->spin_ns);
+    }
+    TCHECK(weft_yield() == 0);
+    TCHECK(weft_yield() == 0);
+    VCHECK(atomic_fetch_add(&a->e->hits[a->i], 1), 0);
+    atomic_fetch_add(&a->e->inner_done, 1);
+    return 0;
+}
+
+/* Spawns half, yields (on 2 workers it may come back on the other), spawns the rest. */
+static int endc_yield_body(weft_scope *s, void *p)
+{
+    struct endc *e = p;
+    for (int i = 0; i < e->n; i++) {
+        if (i == e->n / 2) {
+            int before = weft_worker_index();
+            for (int k = 0; k < 3; k++)
+                TCHECK(weft_yield() == 0);
+            if (weft_worker_index() != before)
+                atomic_fetch_add(&e->moved, 1);
+        }
+        struct endc_arg a = {e, i};
+        TCHECK(weft_spawn_copy(s, endc_yielder, &a, sizeof(a)) == 0);
+    }
+    return 0;
+}
+
+struct endc_many {
+    struct endc e[8];
+};
+
+/* Several such scopes at once, from tasks of one outer scope. */
+static int endc_yield_task(void *p)
+{
+    struct endc *e = p;
+    TCHECK(weft_scope_run(NULL, endc_yield_body, e) == 0);
+    VCHECK(atomic_load(&e->inner_done), e->n);
+    return 0;
+}
+
+static int endc_many_body(weft_scope *s, void *p)
+{
+    struct endc_many *m = p;
+    for (int k = 0; k < 8; k++)
+        TCHECK(weft_spawn(s, endc_yield_task, &m->e[k]) == 0);
+    return 0;
+}
+
+static void yields_in_drain_on(unsigned workers)
+{
+    weft_pool *pool = mkpool(workers);
+    int moved = 0;
+    for (int round = 0; round < 20; round++) {
+        struct endc_many m;
+        memset(&m, 0, sizeof(m));
+        for (int k = 0; k < 8; k++) {
+            m.e[k].n = 64;
+            m.e[k].hits = calloc(64, sizeof(m.e[k].hits[0]));
+            cr_assert_not_null(m.e[k].hits);
+        }
+        cr_assert_eq(weft_scope_run(pool, endc_many_body, &m), 0);
+        for (int k = 0; k < 8; k++) {
+            cr_assert_eq(atomic_load(&m.e[k].inner_done), 64);
+            for (int i = 0; i < 64; i++)
+                cr_assert_eq(atomic_load(&m.e[k].hits[i]), 1, "scope %d task %d", k, i);
+            moved += atomic_load(&m.e[k].moved);
+            free(m.e[k].hits);
+        }
+    }
+    ASSERT_NO_BAD();
+    weft_pool_destroy(pool);
+    cr_log_info("bodies that came back on another worker: %d of 160", moved);
+}
+
+Test(scope, yields_in_drain_1_worker, .timeout = 120) { yields_in_drain_on(1); }
+Test(scope, yields_in_drain_2_workers, .timeout = 120) { yields_in_drain_on(2); }
+
+/* One such scope on 2 workers, its first half of tasks long enough (20 us) that the
+ * other worker steals them and then, often, the yielded body: the body then spawns
+ * its second half, and ends, on the other worker, with the rest of its reserve left
+ * on the first. */
+Test(scope, body_moves_between_spawns, .timeout = 120)
+{
+    weft_pool *pool = mkpool(2);
+    int moved = 0;
+    for (int round = 0; round < 40; round++) {
+        struct endc e = {.n = 32, .spin_ns = 20000};
+        e.hits = calloc(32, sizeof(e.hits[0]));
+        cr_assert_not_null(e.hits);
+        cr_assert_eq(weft_run(pool, endc_yield_task, &e), 0);
+        cr_assert_eq(atomic_load(&e.inner_done), 32);
+        for (int i = 0; i < 32; i++)
+            cr_assert_eq(atomic_load(&e.hits[i]), 1, "task %d", i);
+        moved += atomic_load(&e.moved);
+        free(e.hits);
+    }
+    ASSERT_NO_BAD();
+    weft_pool_destroy(pool);
+    cr_log_info("bodies that came back on another worker: %d of 40", moved);
+}
+
+/* On one worker the drain runs the body's tasks newest first: when the 10th to run
+ * fails, exactly 10 ran and the other 90 are skipped. */
+struct endc_fail {
+    _Atomic(int) ran;
+};
+
+struct endc_fail_arg {
+    struct endc_fail *f;
+    int i;
+};
+
+static int endc_fail_task(void *p)
+{
+    const struct endc_fail_arg *a = p;
+    atomic_fetch_add(&a->f->ran, 1);
+    return a->i == 90 ? -EIO : 0;
+}
+
+static int endc_fail_body(weft_scope *s, void *p)
+{
+    for (int i = 0; i < 100; i++) {
+        struct endc_fail_arg a = {p, i};
+        TCHECK(weft_spawn_copy(s, endc_fail_task, &a, sizeof(a)) == 0);
+    }
+    return 0;
+}
+
+static int endc_fail_in_task(void *p)
+{
+    VCHECK(weft_scope_run(NULL, endc_fail_body, p), -EIO);
+    return 0;
+}
+
+Test(scope, failure_in_drain_skips_the_rest)
+{
+    weft_pool *pool = mkpool(1);
+    struct endc_fail f = {0};
+    cr_assert_eq(weft_run(pool, endc_fail_in_task, &f), 0);
+    cr_assert_eq(atomic_load(&f.ran), 10);
+    ASSERT_NO_BAD();
+    weft_pool_destroy(pool);
 }
