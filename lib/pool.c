@@ -452,11 +452,6 @@ weft_pool *weft__default_pool_peek(void)
     return p;
 }
 
-int weft__pool_check(const weft_pool *pool)
-{
-    return atomic_load_explicit(&((weft_pool *)pool)->dead, memory_order_relaxed);
-}
-
 weft_pool *weft__pool_resolve(weft_pool *pool, int *err)
 {
     if (!pool) {

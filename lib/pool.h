@@ -182,7 +182,11 @@ struct weft_pool {
 
 /* pool.c */
 weft_pool *weft__pool_resolve(weft_pool *pool, int *err);
-int weft__pool_check(const weft_pool *pool);
+/* 0, or -ECHILD for a pool inherited across fork() (pool.c). */
+static inline int weft__pool_check(const weft_pool *pool)
+{
+    return atomic_load_explicit(&((weft_pool *)pool)->dead, memory_order_relaxed);
+}
 /* The default pool if it exists (never creates it). */
 weft_pool *weft__default_pool_peek(void);
 /* The calling thread's worker if it belongs to pool, else NULL. */
@@ -238,6 +242,24 @@ void weft__scope_op_del(struct weft_scope *s, struct weft__op *op);
 /* Testing hooks (tests/test_reactor.c): io.c, suspend.c. */
 const char *weft__pool_io_backend(const weft_pool *pool);
 void weft__pool_stack_counts(const weft_pool *pool, size_t *nfree, size_t *total);
+
+/* Is less than a quarter of the running fiber's stack left? Then a wait stops
+ * running other jobs on top of it (each would nest deeper: a loop whose items wait
+ * splits again and again, and waits run the halves) and suspends instead. Inline:
+ * the end of every scope asks (suspend.c's, kept here for struct weft__worker). */
+static inline bool weft__suspend_stack_low(struct weft__worker *w)
+{
+#ifdef WEFT_HAVE_FIBERS
+    struct weft__fiber *f = w->fiber;
+    if (!f || !f->stack)
+        return false;
+    char *sp = __builtin_frame_address(0);
+    return sp - (char *)f->stack_lo < (ptrdiff_t)(f->stack_size / 4);
+#else
+    (void)w;
+    return false;
+#endif
+}
 
 /* The observability hooks are inline and read struct weft__worker. */
 #include "trace.h"

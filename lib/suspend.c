@@ -216,23 +216,6 @@ bool weft__suspend_yield(void)
 
 #endif
 
-/* Is less than a quarter of the running fiber's stack left? Then a wait stops
- * running other jobs on top of it (each would nest deeper: a loop whose items wait
- * splits again and again, and waits run the halves) and suspends instead. */
-bool weft__suspend_stack_low(struct weft__worker *w)
-{
-#ifdef WEFT_HAVE_FIBERS
-    struct weft__fiber *f = w->fiber;
-    if (!f || !f->stack)
-        return false;
-    char *sp = __builtin_frame_address(0);
-    return sp - (char *)f->stack_lo < (ptrdiff_t)(f->stack_size / 4);
-#else
-    (void)w;
-    return false;
-#endif
-}
-
 /* Test hook (tests/test_reactor.c): the pool's stack cache, free and in all. */
 void weft__pool_stack_counts(const weft_pool *pool, size_t *nfree, size_t *total)
 {

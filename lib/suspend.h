@@ -37,8 +37,8 @@ int weft__suspend(struct weft__wait *wt, weft__after_fn after, void *arg);
 /* Suspend until some other ready work ran (weft_yield). false: nothing else to run,
  * or not inside a task. */
 bool weft__suspend_yield(void);
-/* Less than a quarter of the running fiber's stack left. Owner only. */
-bool weft__suspend_stack_low(struct weft__worker *w);
+/* weft__suspend_stack_low (less than a quarter of the running fiber's stack left)
+ * is inline in pool.h. */
 /* Before the thread starts: its first dispatch fiber (a spare). 0 or -ENOMEM. */
 int weft__suspend_worker_init(struct weft__worker *w);
 
