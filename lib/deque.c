@@ -50,6 +50,7 @@
 #define _GNU_SOURCE
 #include "deque.h"
 #include "noise.h"
+#include "spin.h"
 
 #include <errno.h>
 #include <linux/membarrier.h>
@@ -112,7 +113,7 @@ void weft__heavy_barrier(void)
         fprintf(stderr, "weft: membarrier() failed: %s\n", strerror(errno));
         abort();
     }
-    atomic_thread_fence(memory_order_seq_cst); /* fallback: owners fence too */
+    weft__fence(); /* fallback: owners fence too */
 }
 
 static struct weft__dqbuf *buf_new(int64_t cap)
@@ -255,7 +256,7 @@ struct weft__job *weft__deque_pop(struct weft__deque *dq)
     WEFT__NOISE();
     /* StoreLoad between the split store and the top load: pairs with the fence
      * between a thief's top and split loads in weft__deque_steal(). */
-    atomic_thread_fence(memory_order_seq_cst);
+    weft__fence();
     int64_t t = atomic_load_explicit(&dq->top, memory_order_relaxed);
     struct weft__job *job = atomic_load_explicit(&dq->slots[b & dq->mask],
                                                  memory_order_relaxed);
@@ -314,7 +315,7 @@ struct weft__job *weft__deque_steal(struct weft__deque *dq)
     }
     WEFT__NOISE();
     /* StoreLoad on the owner's behalf: pairs with the fence in pop()'s public path. */
-    atomic_thread_fence(memory_order_seq_cst);
+    weft__fence();
     /* Acquire: pairs with the release stores of split (publication), so the slot and
      * the job it points to are visible. */
     int64_t s = atomic_load_explicit(&dq->split, memory_order_acquire);

@@ -193,13 +193,13 @@ WEFT_API void weft__push_poked(struct weft__worker *w)
     weft__deque_publish(&w->dq);
     if (w->dq.fence_full) {
         /* No membarrier: the parker cannot see our bottom store unless we fence. */
-        atomic_thread_fence(memory_order_seq_cst);
+        weft__fence();
     } else {
         /* acq_rel RMW: reads the newest poke; its acquire pairs with the release
          * store in weft__park(), so the load below sees that parker's RMW of the
          * word. A poke stored after this exchange stays for our next push. */
         atomic_exchange_explicit(&w->dq.poke, 0, memory_order_acq_rel);
-        atomic_thread_fence(memory_order_seq_cst); /* our bottom store vs the load */
+        weft__fence(); /* our bottom store vs the load */
     }
     weft__park_notify(pool);
 }

@@ -67,7 +67,7 @@ static void queue_push(struct weft__worker *w, struct weft__jobq *q, _Atomic(siz
     /* Another thread: StoreLoad between the queue's length and the parking word;
      * pairs with the RMW + heavy barrier in weft__park() before its last look
      * (weft__runq_work_visible). */
-    atomic_thread_fence(memory_order_seq_cst);
+    weft__fence();
     weft__park_notify(w->pool);
 }
 
@@ -135,7 +135,7 @@ void weft__runq_inject(weft_pool *pool, struct weft__job *job)
     weft__spin_release(&pool->inj_lock);
     /* StoreLoad between the injection and the parking-word load; pairs with the
      * RMW + heavy barrier in weft__park(). Not a hot path: a plain fence. */
-    atomic_thread_fence(memory_order_seq_cst);
+    weft__fence();
     weft__park_notify(pool);
 }
 
