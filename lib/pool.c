@@ -116,6 +116,7 @@ static void worker_free(struct weft__worker *w)
     if (!w)
         return;
     weft__deque_free(&w->dq);
+    weft__frames_worker_fini(w);
     free(w->victims);
     free(w->group_end);
     free(w);
@@ -242,7 +243,8 @@ static int workers_alloc(weft_pool *pool, uint64_t seed)
         atomic_init(&w->ready_lock, 0);
         atomic_init(&w->ready_len, 0);
         atomic_init(&w->yield_len, 0);
-        if (weft__deque_init(&w->dq) != 0 || weft__worker_victims_init(pool, w) != 0)
+        if (weft__deque_init(&w->dq) != 0 || weft__worker_victims_init(pool, w) != 0 ||
+            weft__frames_worker_init(w) != 0)
             return -ENOMEM;
         /* Each worker's deque counts in its own range of indices, 2^52 apart: a
          * task that suspended and resumed on another worker can then never take

@@ -40,6 +40,7 @@ struct weft__ring;     /* uring.c: a worker's io_uring */
 struct weft__blocking; /* blocking.c: the fallback backend's threads */
 struct weft__js;       /* jobserver.c: the pool's workers' tokens */
 struct weft__timer;    /* timer.c: scope deadlines */
+struct weft__fbatch;   /* task.c: a batch of free spawn frames */
 
 struct weft__worker {
     /* The deque (deque.c; weft.h's inline join). Must be first: WEFT__DQ(). Its
@@ -95,9 +96,9 @@ struct weft__worker {
     struct weft__tbuf *trace;
     unsigned stamp_tick;
 
-    /* Spawn frames (task.c): owner-private free list. */
-    struct weft__job *free_frames;
-    unsigned nfree_frames;
+    /* Spawn frames (task.c): owner-private free stack, an array of cap_frames. */
+    struct weft__job **free_frames;
+    unsigned nfree_frames, cap_frames;
 
     /* Parking (park.c), shared: wake is the futex word (any waker stores it);
      * parked is guarded by pool->idle_mu. */
@@ -145,10 +146,12 @@ struct weft_pool {
 
     /* Spawn frames shared between workers and outside threads (task.c). */
     pthread_mutex_t frames_mu;
-    struct weft__job *frames;            /* a stack of batches (task.c) */
+    struct weft__fbatch *frames;         /* full batches (task.c) */
+    struct weft__fbatch *spare_batches;  /* batch records not in use */
     struct weft__job *loose;             /* single frames for outside threads */
     unsigned nloose;
     unsigned nframes;
+    unsigned nslabs;
     void *slabs;
 
     /* Configuration (pool.c) and the services, each owned by the file named;
@@ -218,6 +221,9 @@ static inline struct weft__frame *weft__frame_of(struct weft__job *j)
 struct weft__job *weft__frame_get(weft_pool *pool, struct weft__worker *w);
 void weft__frame_put(weft_pool *pool, struct weft__worker *w, struct weft__job *f);
 void weft__frames_free(weft_pool *pool);
+/* A worker's free stack: before its thread starts (0 or -ENOMEM), and at the end. */
+int  weft__frames_worker_init(struct weft__worker *w);
+void weft__frames_worker_fini(struct weft__worker *w);
 void *weft__frame_args(struct weft__job *f);
 /* Frames recycled per worker are bounded (task.c): */
 #define WEFT__FRAMES_LOCAL_MAX 128u

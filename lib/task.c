@@ -2,15 +2,20 @@
 /*
  * Spawn frames. A weft_spawn needs a record that outlives the spawner's stack frame:
  * the job, the scope it belongs to and up to 64 bytes of copied arguments. Frames are
- * recycled where they finish: each worker keeps a private free list (no lock, no
- * atomic), bounded at LOCAL_MAX frames; past it a batch goes back to the pool's
- * shared list, and a worker whose list runs dry takes a batch from there (both under
- * the pool's lock, once per SLAB_FRAMES frames). Once a workload has reached its
- * peak, spawning does no malloc at all, whoever runs the tasks, and a task stolen
- * from its spawner costs no write to the spawner's memory when it finishes. (Before,
- * a frame went back to the worker that handed it out, by a CAS on that worker's
- * remote-free stack: one shared write per stolen task.) Frames spawned from outside
- * threads come from the pool's shared list (under the lock).
+ * recycled where they finish: each worker keeps a private free stack (an array: no
+ * lock, no atomic), holding at most LOCAL_MAX frames spawned elsewhere; past it a
+ * batch goes back to the pool's shared list, and a worker whose stack runs dry takes
+ * a batch from there (both under the pool's lock, once per SLAB_FRAMES frames). Once
+ * a workload has reached its peak, spawning does no malloc at all, whoever runs the
+ * tasks, and a task stolen from its spawner costs no write to the spawner's memory
+ * when it finishes. (Before, a frame went back to the worker that handed it out, by
+ * a CAS on that worker's remote-free stack: one shared write per stolen task.) The
+ * stack is an array rather than a list through the frames so that a spawn can
+ * prefetch the frame a dozen spawns ahead: a list lets it see one ahead only, and
+ * the spawner of a flat loop on 2 workers, whose frames come back from the thief's
+ * core, then waited for a miss per frame (perf: the load of the next link, 65 % of
+ * frame_get). Frames spawned from outside threads come from the pool's loose list
+ * (under the lock).
  * Frames come in slabs that live until the pool is destroyed: from a private
  * jemalloc arena when weft is built with -Djemalloc=enabled, else from malloc.
  */
@@ -19,6 +24,7 @@
 #include "fault.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,9 +32,22 @@
 #include <jemalloc/jemalloc.h>
 #endif
 
+/* A batch of free frames as the pool's list holds it: an array of pointers, so that
+ * the worker that adopts it can prefetch frames ahead without reading one to find
+ * the next. One comes with every slab and they circulate: a batch handed back takes
+ * a spare one, a batch adopted leaves its own spare. There are never more full
+ * batches than slabs (each holds SLAB_FRAMES frames), so a spare exists whenever a
+ * worker holds a batch's worth to hand back. */
+struct weft__fbatch {
+    struct weft__fbatch *next;
+    unsigned n;
+    struct weft__job *f[WEFT__FRAMES_SLAB];
+};
+
 struct slab {
-    struct slab *next;
+    struct slab *next; /* first: tests/test_frames.c walks the list */
     size_t size;
+    struct weft__fbatch batch;
     alignas(64) struct weft__frame frames[];
 };
 
@@ -79,20 +98,15 @@ static void slab_free(void *p, size_t size)
 }
 #endif
 
-/* The shared list is a stack of batches, so that a worker takes or hands back a
- * slab's worth of frames in O(1) under the lock: each batch is a chain of frames
- * through job.next, and its first frame holds the next batch (in job.arg) and the
- * chain's length (in job.result); a free frame uses neither. Outside threads take
- * frames one at a time from a plain list beside it (loose), refilled a batch at a
- * time. (A flat list had a worker adopt its batch by walking it, one cache miss per
- * frame when a thief on another core had freed them last: flat spawn on 2
- * workers.) */
-static void batch_push_locked(weft_pool *pool, struct weft__job *head, unsigned n)
+/* The pool's shared frames (under frames_mu): full batches (pool->frames), spare
+ * batch records (pool->spare_batches), and single frames for outside threads
+ * (pool->loose, a plain list through job.next, refilled a batch at a time; outside
+ * spawns are not the path this is tuned for). */
+static void batch_push_locked(weft_pool *pool, struct weft__fbatch *b)
 {
-    head->arg = pool->frames;
-    head->result = (int)n;
-    pool->frames = head;
-    pool->nframes += n;
+    b->next = pool->frames;
+    pool->frames = b;
+    pool->nframes += b->n;
 }
 
 /* Called with frames_mu held: a new slab onto the shared list, as one batch. */
@@ -105,105 +119,169 @@ static int refill_locked(weft_pool *pool)
     s->size = size;
     s->next = pool->slabs;
     pool->slabs = s;
+    pool->nslabs++;
     for (unsigned k = 0; k < SLAB_FRAMES; k++) {
         s->frames[k].stamp = 0; /* stats.c: set only on sampled spawns, cleared at start */
-        s->frames[k].job.next = k + 1 < SLAB_FRAMES ? &s->frames[k + 1].job : NULL;
+        /* Handed out last first: the slab's frames in address order. */
+        s->batch.f[k] = &s->frames[SLAB_FRAMES - 1 - k].job;
     }
-    batch_push_locked(pool, &s->frames[0].job, SLAB_FRAMES);
+    s->batch.n = SLAB_FRAMES;
+    batch_push_locked(pool, &s->batch);
+    return 0;
+}
+
+/* A worker keeps at most this many free frames spawned elsewhere; past it, it hands
+ * a batch back to the pool (so frames that finish on a thief do not pile up there). */
+#define LOCAL_MAX WEFT__FRAMES_LOCAL_MAX
+/* How far ahead of the next spawn frame_get prefetches. A spawn takes ~10 ns and a
+ * line last written on another core takes ~100 ns to come over: with one ahead
+ * (which a list through the frames allowed) the spawner of a flat loop on 2 workers
+ * waited for a miss per frame. */
+#define PREFETCH_AHEAD 12
+
+int weft__frames_worker_init(struct weft__worker *w)
+{
+    w->cap_frames = LOCAL_MAX + 2 * SLAB_FRAMES;
+    w->nfree_frames = 0;
+    w->free_frames = WEFT__FAULT("task.free") ? NULL :
+                     malloc(w->cap_frames * sizeof(w->free_frames[0]));
+    return w->free_frames ? 0 : -ENOMEM;
+}
+
+void weft__frames_worker_fini(struct weft__worker *w)
+{
+    free(w->free_frames);
+    w->free_frames = NULL;
+}
+
+/* Called with frames_mu held: give w's newest SLAB_FRAMES free frames (those it ran
+ * last, in its cache) to the pool as a batch. w holds at least that many. */
+static void give_back_locked(weft_pool *pool, struct weft__worker *w)
+{
+    struct weft__fbatch *b = pool->spare_batches;
+    WEFT_ASSERT(b != NULL && w->nfree_frames >= SLAB_FRAMES);
+    pool->spare_batches = b->next;
+    w->nfree_frames -= SLAB_FRAMES;
+    memcpy(b->f, &w->free_frames[w->nfree_frames], sizeof(b->f));
+    b->n = SLAB_FRAMES;
+    batch_push_locked(pool, b);
+}
+
+/* Called with frames_mu held, w's stack empty: fill it from the pool (a batch, else
+ * the loose frames, else a new slab). 0 or -ENOMEM. */
+static int adopt_locked(weft_pool *pool, struct weft__worker *w)
+{
+    if (!pool->frames && pool->loose) {
+        unsigned n = 0;
+        while (pool->loose && n < w->cap_frames) {
+            w->free_frames[n++] = pool->loose;
+            pool->loose = pool->loose->next;
+        }
+        pool->nloose -= n;
+        pool->nframes -= n;
+        w->nfree_frames = n;
+        return 0;
+    }
+    if (!pool->frames && refill_locked(pool) != 0)
+        return -ENOMEM;
+    struct weft__fbatch *b = pool->frames;
+    pool->frames = b->next;
+    pool->nframes -= b->n;
+    memcpy(w->free_frames, b->f, b->n * sizeof(b->f[0])); /* cap >= SLAB_FRAMES */
+    w->nfree_frames = b->n;
+    b->next = pool->spare_batches;
+    pool->spare_batches = b;
     return 0;
 }
 
 /* A frame, or NULL when out of memory. w: the calling worker of pool, or NULL. */
-/* A worker keeps at most this many free frames; past it, it hands a slab's worth
- * back to the pool (so frames that finish on a thief do not pile up there). */
-#define LOCAL_MAX WEFT__FRAMES_LOCAL_MAX
-
 struct weft__job *weft__frame_get(weft_pool *pool, struct weft__worker *w)
 {
     if (w) {
-        struct weft__job *f = w->free_frames;
-        if (WEFT_LIKELY(f != NULL)) {
-            w->free_frames = f->next;
-            w->nfree_frames--;
-            /* The next spawn's frame: its line is cold when it was freed long ago
-             * or on another core; fetch it while this spawn goes on. */
-            __builtin_prefetch(f->next, 1);
-            weft__frame_of(f)->home = w; /* the spawner (trace.c's flows) */
-            return f;
+        if (WEFT_UNLIKELY(w->nfree_frames == 0)) {
+            pthread_mutex_lock(&pool->frames_mu);
+            int err = adopt_locked(pool, w);
+            pthread_mutex_unlock(&pool->frames_mu);
+            if (err)
+                return NULL;
         }
-    }
-    pthread_mutex_lock(&pool->frames_mu);
-    struct weft__job *f;
-    if (pool->loose && (!w || !pool->frames)) {
-        /* An outside thread: one frame of the loose list, touching no other. A
-         * worker with no batch left adopts the whole list. */
-        f = pool->loose;
-        pool->loose = f->next;
-        pool->nframes--;
-        pool->nloose--;
-        if (w) {
-            w->free_frames = pool->loose;
-            w->nfree_frames = pool->nloose;
-            pool->nframes -= pool->nloose;
-            pool->loose = NULL;
-            pool->nloose = 0;
+        unsigned n = --w->nfree_frames;
+        struct weft__job *f = w->free_frames[n];
+        /* A later spawn's frame: its lines are cold when it was freed long ago or
+         * on another core; fetch them while the spawns in between go on. The job
+         * and the start of the arguments: the two lines a spawn writes. */
+        if (n >= PREFETCH_AHEAD) {
+            const char *p = (const char *)w->free_frames[n - PREFETCH_AHEAD];
+            __builtin_prefetch(p, 1);
+            __builtin_prefetch(p + 64, 1);
         }
-        pthread_mutex_unlock(&pool->frames_mu);
-        weft__frame_of(f)->home = w;
+        weft__frame_of(f)->home = w; /* the spawner (trace.c's flows) */
         return f;
     }
-    if (!pool->frames && refill_locked(pool) != 0) {
-        pthread_mutex_unlock(&pool->frames_mu);
-        return NULL;
+    /* An outside thread: one frame of the loose list, refilled from a batch (or a
+     * new slab) when empty. */
+    pthread_mutex_lock(&pool->frames_mu);
+    if (!pool->loose) {
+        if (!pool->frames && refill_locked(pool) != 0) {
+            pthread_mutex_unlock(&pool->frames_mu);
+            return NULL;
+        }
+        struct weft__fbatch *b = pool->frames;
+        pool->frames = b->next;
+        for (unsigned k = 0; k < b->n; k++) {
+            b->f[k]->next = pool->loose;
+            pool->loose = b->f[k];
+        }
+        pool->nloose += b->n;
+        b->next = pool->spare_batches;
+        pool->spare_batches = b;
     }
-    f = pool->frames;
-    unsigned n = (unsigned)f->result;
-    pool->frames = f->arg;
-    pool->nframes -= n;
-    if (w) {
-        /* Adopt the rest of the batch as the private list. */
-        w->free_frames = f->next;
-        w->nfree_frames = n - 1;
-    } else {
-        /* The rest becomes the loose list, for the next outside spawns (splitting
-         * the batch instead wrote its new head's frame: a second line per spawn). */
-        pool->loose = f->next;
-        pool->nloose = n - 1;
-        pool->nframes += n - 1;
-    }
+    struct weft__job *f = pool->loose;
+    pool->loose = f->next;
+    pool->nloose--;
+    pool->nframes--;
     pthread_mutex_unlock(&pool->frames_mu);
-    weft__frame_of(f)->home = w;
+    weft__frame_of(f)->home = NULL;
     return f;
 }
 
-/* Frames are recycled where they finish: onto the finishing worker's own list, with
+/* Frames are recycled where they finish: onto the finishing worker's own stack, with
  * no shared write per task (a frame spawned on A and run by a thief B used to go
  * back to A's list with a CAS on A's cache line, once per stolen task). A worker
- * whose list outgrows LOCAL_MAX gives a batch back to the pool, and a spawner whose
- * list runs dry takes a batch from it: one lock round trip per SLAB_FRAMES frames
- * on each side of a producer/consumer pair. */
+ * whose stack outgrows LOCAL_MAX with frames spawned elsewhere gives a batch back
+ * to the pool, and a spawner whose stack runs dry takes a batch from it: one lock
+ * round trip per SLAB_FRAMES frames on each side of a producer/consumer pair. */
 void weft__frame_put(weft_pool *pool, struct weft__worker *w, struct weft__job *f)
 {
     if (WEFT_LIKELY(w != NULL)) {
-        f->next = w->free_frames;
-        w->free_frames = f;
-        ++w->nfree_frames;
+        if (WEFT_UNLIKELY(w->nfree_frames == w->cap_frames)) {
+            /* Grow to hold every frame the pool has (a worker never holds more),
+             * at least twice: once past the peak, no more growth (test_frames.c's
+             * warm rounds allocate nothing). No memory: a batch goes back instead. */
+            pthread_mutex_lock(&pool->frames_mu);
+            size_t all = (size_t)pool->nslabs * SLAB_FRAMES + SLAB_FRAMES;
+            pthread_mutex_unlock(&pool->frames_mu);
+            size_t cap = 2 * (size_t)w->cap_frames > all ? 2 * (size_t)w->cap_frames : all;
+            struct weft__job **a = cap > UINT_MAX || WEFT__FAULT("task.free") ? NULL :
+                                   realloc(w->free_frames, cap * sizeof(a[0]));
+            if (a) {
+                w->free_frames = a;
+                w->cap_frames = (unsigned)cap;
+            } else {
+                pthread_mutex_lock(&pool->frames_mu);
+                give_back_locked(pool, w);
+                pthread_mutex_unlock(&pool->frames_mu);
+            }
+        }
+        w->free_frames[w->nfree_frames++] = f;
         /* A frame this worker handed out goes back unbounded: the spawner of a
          * million tasks that runs them itself keeps them hot and in order (a cap
-         * here sent them through the pool's list and cost a cache miss per frame
-         * in frame_get's batch walk: flat spawn 42 -> 71 ns per task). Only frames
-         * finished here for another spawner count against the cap. */
+         * here sent them through the pool's list: flat spawn 42 -> 71 ns per task).
+         * Only frames finished here for another spawner count against the cap. */
         if (WEFT_LIKELY(weft__frame_of(f)->home == w || w->nfree_frames <= LOCAL_MAX))
             return;
-        /* The newest SLAB_FRAMES: frames this worker just ran, in its cache. */
-        struct weft__job *head = w->free_frames, *tail = head;
-        for (unsigned k = 1; k < SLAB_FRAMES; k++)
-            tail = tail->next;
-        w->free_frames = tail->next;
-        w->nfree_frames -= SLAB_FRAMES;
-        tail->next = NULL;
         pthread_mutex_lock(&pool->frames_mu);
-        batch_push_locked(pool, head, SLAB_FRAMES);
+        give_back_locked(pool, w);
         pthread_mutex_unlock(&pool->frames_mu);
         return;
     }
@@ -236,7 +314,9 @@ void weft__frames_free(weft_pool *pool)
         s = next;
     }
     pool->slabs = NULL;
+    pool->nslabs = 0;
     pool->frames = NULL;
+    pool->spare_batches = NULL;
     pool->loose = NULL;
     pool->nloose = 0;
     pool->nframes = 0;
