@@ -75,6 +75,7 @@ static void atfork_child(void)
 static void global_init(void)
 {
     weft__barrier_init();
+    weft__frames_init();
     topo_err = weft__topo_init(&topo);
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }

@@ -221,6 +221,7 @@ static inline struct weft__frame *weft__frame_of(struct weft__job *j)
 struct weft__job *weft__frame_get(weft_pool *pool, struct weft__worker *w);
 void weft__frame_put(weft_pool *pool, struct weft__worker *w, struct weft__job *f);
 void weft__frames_free(weft_pool *pool);
+void weft__frames_init(void); /* once per process, before any pool starts (pool.c) */
 /* A worker's free stack: before its thread starts (0 or -ENOMEM), and at the end. */
 int  weft__frames_worker_init(struct weft__worker *w);
 void weft__frames_worker_fini(struct weft__worker *w);
