@@ -228,32 +228,20 @@ static int adopt_locked(weft_pool *pool, struct weft__worker *w)
     return 0;
 }
 
-/* A frame, or NULL when out of memory. w: the calling worker of pool, or NULL. */
-struct weft__job *weft__frame_get(weft_pool *pool, struct weft__worker *w)
+/* frame_get's slow paths, out of line so that its common path saves no registers:
+ * w's stack is empty (0 or -ENOMEM), and a frame for an outside thread. */
+static __attribute__((noinline)) int frames_adopt(weft_pool *pool, struct weft__worker *w)
 {
-    if (w) {
-        if (WEFT_UNLIKELY(w->nfree_frames == 0)) {
-            pthread_mutex_lock(&pool->frames_mu);
-            int err = adopt_locked(pool, w);
-            pthread_mutex_unlock(&pool->frames_mu);
-            if (err)
-                return NULL;
-        }
-        unsigned n = --w->nfree_frames;
-        struct weft__job *f = w->free_frames[n];
-        /* A later spawn's frame: its lines are cold when it was freed long ago or
-         * on another core; fetch them while the spawns in between go on. The job
-         * and the start of the arguments: the two lines a spawn writes. */
-        if (n >= PREFETCH_AHEAD) {
-            const char *p = (const char *)w->free_frames[n - PREFETCH_AHEAD];
-            prefetch_for_write(p);
-            prefetch_for_write(p + 64);
-        }
-        weft__frame_of(f)->home = w; /* the spawner (trace.c's flows) */
-        return f;
-    }
-    /* An outside thread: one frame of the loose list, refilled from a batch (or a
-     * new slab) when empty. */
+    pthread_mutex_lock(&pool->frames_mu);
+    int err = adopt_locked(pool, w);
+    pthread_mutex_unlock(&pool->frames_mu);
+    return err;
+}
+
+/* An outside thread: one frame of the loose list, refilled from a batch (or a new
+ * slab) when empty. */
+static __attribute__((noinline)) struct weft__job *frame_get_outside(weft_pool *pool)
+{
     pthread_mutex_lock(&pool->frames_mu);
     if (!pool->loose) {
         if (!pool->frames && refill_locked(pool) != 0) {
@@ -279,6 +267,66 @@ struct weft__job *weft__frame_get(weft_pool *pool, struct weft__worker *w)
     return f;
 }
 
+/* A frame, or NULL when out of memory. w: the calling worker of pool, or NULL. */
+struct weft__job *weft__frame_get(weft_pool *pool, struct weft__worker *w)
+{
+    if (WEFT_UNLIKELY(w == NULL))
+        return frame_get_outside(pool);
+    if (WEFT_UNLIKELY(w->nfree_frames == 0) && frames_adopt(pool, w) != 0)
+        return NULL;
+    unsigned n = --w->nfree_frames;
+    struct weft__job *f = w->free_frames[n];
+    /* A later spawn's frame: its lines are cold when it was freed long ago or on
+     * another core; fetch them while the spawns in between go on. The job and the
+     * start of the arguments: the two lines a spawn writes. */
+    if (n >= PREFETCH_AHEAD) {
+        const char *p = (const char *)w->free_frames[n - PREFETCH_AHEAD];
+        prefetch_for_write(p);
+        prefetch_for_write(p + 64);
+    }
+    weft__frame_of(f)->home = w; /* the spawner (trace.c's flows) */
+    return f;
+}
+
+/* frame_put's slow paths, out of line: w's stack is full (grow it to hold every
+ * frame the pool has, a worker never holds more, at least twice: once past the
+ * peak, no more growth, and test_frames.c's warm rounds allocate nothing; with no
+ * memory, a batch goes back instead), and over LOCAL_MAX (a batch goes back). */
+static __attribute__((noinline)) void frames_grow(weft_pool *pool, struct weft__worker *w)
+{
+    pthread_mutex_lock(&pool->frames_mu);
+    size_t all = (size_t)pool->nslabs * SLAB_FRAMES + SLAB_FRAMES;
+    pthread_mutex_unlock(&pool->frames_mu);
+    size_t cap = 2 * (size_t)w->cap_frames > all ? 2 * (size_t)w->cap_frames : all;
+    struct weft__job **a = cap > UINT_MAX || WEFT__FAULT("task.free") ? NULL :
+                           realloc(w->free_frames, cap * sizeof(a[0]));
+    pthread_mutex_lock(&pool->frames_mu);
+    if (a) {
+        w->free_frames = a;
+        w->cap_frames = (unsigned)cap;
+    } else {
+        give_back_locked(pool, w);
+    }
+    pthread_mutex_unlock(&pool->frames_mu);
+}
+
+static __attribute__((noinline)) void frames_give_back(weft_pool *pool, struct weft__worker *w)
+{
+    pthread_mutex_lock(&pool->frames_mu);
+    give_back_locked(pool, w);
+    pthread_mutex_unlock(&pool->frames_mu);
+}
+
+static __attribute__((noinline)) void frame_put_outside(weft_pool *pool, struct weft__job *f)
+{
+    pthread_mutex_lock(&pool->frames_mu);
+    f->next = pool->loose;
+    pool->loose = f;
+    pool->nloose++;
+    pool->nframes++;
+    pthread_mutex_unlock(&pool->frames_mu);
+}
+
 /* Frames are recycled where they finish: onto the finishing worker's own stack, with
  * no shared write per task (a frame spawned on A and run by a thief B used to go
  * back to A's list with a CAS on A's cache line, once per stolen task). A worker
@@ -287,44 +335,19 @@ struct weft__job *weft__frame_get(weft_pool *pool, struct weft__worker *w)
  * round trip per SLAB_FRAMES frames on each side of a producer/consumer pair. */
 void weft__frame_put(weft_pool *pool, struct weft__worker *w, struct weft__job *f)
 {
-    if (WEFT_LIKELY(w != NULL)) {
-        if (WEFT_UNLIKELY(w->nfree_frames == w->cap_frames)) {
-            /* Grow to hold every frame the pool has (a worker never holds more),
-             * at least twice: once past the peak, no more growth (test_frames.c's
-             * warm rounds allocate nothing). No memory: a batch goes back instead. */
-            pthread_mutex_lock(&pool->frames_mu);
-            size_t all = (size_t)pool->nslabs * SLAB_FRAMES + SLAB_FRAMES;
-            pthread_mutex_unlock(&pool->frames_mu);
-            size_t cap = 2 * (size_t)w->cap_frames > all ? 2 * (size_t)w->cap_frames : all;
-            struct weft__job **a = cap > UINT_MAX || WEFT__FAULT("task.free") ? NULL :
-                                   realloc(w->free_frames, cap * sizeof(a[0]));
-            if (a) {
-                w->free_frames = a;
-                w->cap_frames = (unsigned)cap;
-            } else {
-                pthread_mutex_lock(&pool->frames_mu);
-                give_back_locked(pool, w);
-                pthread_mutex_unlock(&pool->frames_mu);
-            }
-        }
-        w->free_frames[w->nfree_frames++] = f;
-        /* A frame this worker handed out goes back unbounded: the spawner of a
-         * million tasks that runs them itself keeps them hot and in order (a cap
-         * here sent them through the pool's list: flat spawn 42 -> 71 ns per task).
-         * Only frames finished here for another spawner count against the cap. */
-        if (WEFT_LIKELY(weft__frame_of(f)->home == w || w->nfree_frames <= LOCAL_MAX))
-            return;
-        pthread_mutex_lock(&pool->frames_mu);
-        give_back_locked(pool, w);
-        pthread_mutex_unlock(&pool->frames_mu);
+    if (WEFT_UNLIKELY(w == NULL)) {
+        frame_put_outside(pool, f);
         return;
     }
-    pthread_mutex_lock(&pool->frames_mu);
-    f->next = pool->loose;
-    pool->loose = f;
-    pool->nloose++;
-    pool->nframes++;
-    pthread_mutex_unlock(&pool->frames_mu);
+    if (WEFT_UNLIKELY(w->nfree_frames == w->cap_frames))
+        frames_grow(pool, w);
+    w->free_frames[w->nfree_frames++] = f;
+    /* A frame this worker handed out goes back unbounded: the spawner of a million
+     * tasks that runs them itself keeps them hot and in order (a cap here sent them
+     * through the pool's list: flat spawn 42 -> 71 ns per task). Only frames
+     * finished here for another spawner count against the cap. */
+    if (WEFT_UNLIKELY(weft__frame_of(f)->home != w && w->nfree_frames > LOCAL_MAX))
+        frames_give_back(pool, w);
 }
 
 /* Test hook: frames allocated so far (slabs x SLAB_FRAMES). */

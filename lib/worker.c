@@ -352,29 +352,35 @@ static struct weft__job *search(struct weft__worker *w, const struct weft__latch
     }
 }
 
-/* The newest job of w's own deque above floor, if find_work would take it next: no
- * ready task, no look at the ring or the injector due, no yielders' turn, and the
- * stack not low (a wait must suspend then: latch.c). Else NULL, and the caller takes
- * find_work's path. Counts the job as find_work does (w->tick, w->inj_tick). For a
- * scope's end, which runs its own frames back to back (scope.c). */
+/* The newest job of w's own deque above floor, if find_work would take it next, and
+ * doing on the way what find_work would do first: the look at the ring every
+ * WEFT__IO_EVERY jobs (or when it has submissions pending). NULL, and the caller
+ * takes find_work's path, when that is not the deque: a ready task, injected work
+ * whose look is due, the yielders' turn, or a low stack (a wait must suspend then:
+ * latch.c). For a scope's end, which runs its own frames back to back (scope.c);
+ * returning NULL at the first look at the ring sent a flat loop's million frames
+ * down the slow path after its 32nd. */
 struct weft__job *weft__worker_pop_own(struct weft__worker *w, int64_t floor)
 {
     if (atomic_load_explicit(&w->dq.bottom, memory_order_relaxed) <= floor) /* own */
         return NULL;
-    if (w->io->poll && (w->tick + 1 >= WEFT__IO_EVERY || w->io->pending(w)))
-        return NULL;
-    if (w->inj_tick + 1 >= INJECT_EVERY ||
-        /* Relaxed: hints, as in find_work; a task made ready meanwhile runs at the
-         * next look, as it would there. */
-        atomic_load_explicit(&w->ready_len, memory_order_relaxed) != 0 ||
+    if (w->io->poll && (++w->tick >= WEFT__IO_EVERY || w->io->pending(w))) {
+        w->tick = 0;
+        w->io->poll(w);
+    }
+    /* Relaxed: hints, as in find_work; a task made ready meanwhile runs at the next
+     * look, as it would there. */
+    if (atomic_load_explicit(&w->ready_len, memory_order_relaxed) != 0 ||
         weft__runq_yield_first(w) || weft__suspend_stack_low(w))
         return NULL;
-    struct weft__job *job = weft__deque_pop(&w->dq);
-    if (job) {
-        w->tick += w->io->poll != NULL;
-        w->inj_tick++;
+    if (++w->inj_tick >= INJECT_EVERY) {
+        if (atomic_load_explicit(&w->pool->inj_len, memory_order_relaxed) != 0) {
+            w->inj_tick = INJECT_EVERY - 1; /* find_work's next look takes it */
+            return NULL;
+        }
+        w->inj_tick = 0;
     }
-    return job;
+    return weft__deque_pop(&w->dq);
 }
 
 /* One job to run, or NULL once until is set (after parking, possibly). Local jobs
