@@ -1051,3 +1051,54 @@ Test(scope, failure_in_drain_skips_the_rest)
     ASSERT_NO_BAD();
     weft_pool_destroy(pool);
 }
+
+/* Tasks that sleep (a timer in the worker's ring, or a blocking thread) in the middle
+ * of the drain: the drain looks at the ring itself every few jobs and hands over to
+ * the general wait when a task is ready. Each index exactly once. */
+static int endc_sleeper(void *p)
+{
+    const struct endc_arg *a = p;
+    if (a->i % 10 == 0)
+        TCHECK(weft_sleep(1000) == 0);
+    VCHECK(atomic_fetch_add(&a->e->hits[a->i], 1), 0);
+    atomic_fetch_add(&a->e->inner_done, 1);
+    return 0;
+}
+
+static int endc_sleep_body(weft_scope *s, void *p)
+{
+    struct endc *e = p;
+    for (int i = 0; i < e->n; i++) {
+        struct endc_arg a = {e, i};
+        TCHECK(weft_spawn_copy(s, endc_sleeper, &a, sizeof(a)) == 0);
+    }
+    return 0;
+}
+
+static int endc_sleep_task(void *p)
+{
+    struct endc *e = p;
+    TCHECK(weft_scope_run(NULL, endc_sleep_body, e) == 0);
+    VCHECK(atomic_load(&e->inner_done), e->n);
+    return 0;
+}
+
+static void sleeps_in_drain_on(unsigned workers)
+{
+    weft_pool *pool = mkpool(workers);
+    for (int round = 0; round < 20; round++) {
+        struct endc e = {.n = 200};
+        e.hits = calloc(200, sizeof(e.hits[0]));
+        cr_assert_not_null(e.hits);
+        cr_assert_eq(weft_run(pool, endc_sleep_task, &e), 0);
+        cr_assert_eq(atomic_load(&e.inner_done), 200);
+        for (int i = 0; i < 200; i++)
+            cr_assert_eq(atomic_load(&e.hits[i]), 1, "task %d", i);
+        free(e.hits);
+    }
+    ASSERT_NO_BAD();
+    weft_pool_destroy(pool);
+}
+
+Test(scope, sleeps_in_drain_1_worker, .timeout = 120) { sleeps_in_drain_on(1); }
+Test(scope, sleeps_in_drain_2_workers, .timeout = 120) { sleeps_in_drain_on(2); }
