@@ -23,6 +23,18 @@
  * searches or parks, and before a scope's body waits. So a deferral is never held
  * across anything that could take long or wait on the scope.
  *
+ * Two more owner-private shortcuts, for a tree of scopes (a scope per node, whose
+ * tasks are rarely stolen). The body's worker starts with a reserve: pending starts
+ * at 1 + BODY_RESERVE and that worker's deferral at BODY_RESERVE, so the body's
+ * spawns take credit instead of an RMW each (the deferral counts as finished tasks
+ * not yet handed in, so the invariant above holds). And when the body returns, its
+ * worker runs what the body left on its deque back to back (drain_own), still
+ * holding the body's count, and counts this scope's frames that finish there in a
+ * local; one RMW then hands all of it in, and if that takes the counter to zero the
+ * latch is never touched (nobody else can be waiting on it). Anything else due
+ * first (a ready task, the injector, yielders, a low stack) hands over to the
+ * general wait.
+ *
  * weft_scope_limit(k): admission happens when a frame is about to run. Over the
  * limit, the frame is parked on the scope's deferred list (under the scope's lock:
  * the limited path only) and the task that finishes next admits it. So at most k
