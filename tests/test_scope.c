@@ -831,6 +831,7 @@ Test(scope, null_pool_means_callers_pool)
  * in the drain. */
 
 struct endc {
+    int (*body)(weft_scope *s, void *e); /* endc_task's scope body */
     weft_scope *outer;
     int n;
     long spin_ns; /* endc_yielder: tasks of the first half spin this long */
@@ -862,11 +863,12 @@ static int endc_mixed_body(weft_scope *s, void *p)
     return 0;
 }
 
-static int endc_mixed_task(void *p)
+/* A task that runs a scope with e->body: every task of that scope finished before
+ * weft_scope_run returned. */
+static int endc_task(void *p)
 {
     struct endc *e = p;
-    TCHECK(weft_scope_run(NULL, endc_mixed_body, e) == 0);
-    /* Every task of the inner scope finished before it returned. */
+    TCHECK(weft_scope_run(NULL, e->body, e) == 0);
     VCHECK(atomic_load(&e->inner_done), e->n);
     return 0;
 }
@@ -875,14 +877,14 @@ static int endc_outer_body(weft_scope *s, void *p)
 {
     struct endc *e = p;
     e->outer = s;
-    return weft_spawn(s, endc_mixed_task, e);
+    return weft_spawn(s, endc_task, e);
 }
 
 static void body_spawns_into_outer_on(unsigned workers)
 {
     weft_pool *pool = mkpool(workers);
     for (int round = 0; round < 50; round++) {
-        struct endc e = {.n = 200};
+        struct endc e = {.body = endc_mixed_body, .n = 200};
         cr_assert_eq(weft_scope_run(pool, endc_outer_body, &e), 0);
         cr_assert_eq(atomic_load(&e.inner_done), e.n);
         cr_assert_eq(atomic_load(&e.outer_done), e.n);
@@ -940,20 +942,31 @@ struct endc_many {
 };
 
 /* Several such scopes at once, from tasks of one outer scope. */
-static int endc_yield_task(void *p)
-{
-    struct endc *e = p;
-    TCHECK(weft_scope_run(NULL, endc_yield_body, e) == 0);
-    VCHECK(atomic_load(&e->inner_done), e->n);
-    return 0;
-}
-
 static int endc_many_body(weft_scope *s, void *p)
 {
     struct endc_many *m = p;
     for (int k = 0; k < 8; k++)
-        TCHECK(weft_spawn(s, endc_yield_task, &m->e[k]) == 0);
+        TCHECK(weft_spawn(s, endc_task, &m->e[k]) == 0);
     return 0;
+}
+
+/* A scope record with n tasks to mark, and its check once it ran: every task ran,
+ * each index exactly once. Returns how often its body came back on another worker. */
+static void endc_init(struct endc *e, int (*body)(weft_scope *, void *), int n)
+{
+    e->body = body;
+    e->n = n;
+    e->hits = calloc((size_t)n, sizeof(e->hits[0]));
+    cr_assert_not_null(e->hits);
+}
+
+static int endc_check(struct endc *e)
+{
+    cr_assert_eq(atomic_load(&e->inner_done), e->n);
+    for (int i = 0; i < e->n; i++)
+        cr_assert_eq(atomic_load(&e->hits[i]), 1, "task %d of %d", i, e->n);
+    free(e->hits);
+    return atomic_load(&e->moved);
 }
 
 static void yields_in_drain_on(unsigned workers)
@@ -963,19 +976,11 @@ static void yields_in_drain_on(unsigned workers)
     for (int round = 0; round < 20; round++) {
         struct endc_many m;
         memset(&m, 0, sizeof(m));
-        for (int k = 0; k < 8; k++) {
-            m.e[k].n = 64;
-            m.e[k].hits = calloc(64, sizeof(m.e[k].hits[0]));
-            cr_assert_not_null(m.e[k].hits);
-        }
+        for (int k = 0; k < 8; k++)
+            endc_init(&m.e[k], endc_yield_body, 64);
         cr_assert_eq(weft_scope_run(pool, endc_many_body, &m), 0);
-        for (int k = 0; k < 8; k++) {
-            cr_assert_eq(atomic_load(&m.e[k].inner_done), 64);
-            for (int i = 0; i < 64; i++)
-                cr_assert_eq(atomic_load(&m.e[k].hits[i]), 1, "scope %d task %d", k, i);
-            moved += atomic_load(&m.e[k].moved);
-            free(m.e[k].hits);
-        }
+        for (int k = 0; k < 8; k++)
+            moved += endc_check(&m.e[k]);
     }
     ASSERT_NO_BAD();
     weft_pool_destroy(pool);
@@ -994,15 +999,10 @@ Test(scope, body_moves_between_spawns, .timeout = 120)
     weft_pool *pool = mkpool(2);
     int moved = 0;
     for (int round = 0; round < 40; round++) {
-        struct endc e = {.n = 32, .spin_ns = 20000};
-        e.hits = calloc(32, sizeof(e.hits[0]));
-        cr_assert_not_null(e.hits);
-        cr_assert_eq(weft_run(pool, endc_yield_task, &e), 0);
-        cr_assert_eq(atomic_load(&e.inner_done), 32);
-        for (int i = 0; i < 32; i++)
-            cr_assert_eq(atomic_load(&e.hits[i]), 1, "task %d", i);
-        moved += atomic_load(&e.moved);
-        free(e.hits);
+        struct endc e = {.spin_ns = 20000};
+        endc_init(&e, endc_yield_body, 32);
+        cr_assert_eq(weft_run(pool, endc_task, &e), 0);
+        moved += endc_check(&e);
     }
     ASSERT_NO_BAD();
     weft_pool_destroy(pool);
@@ -1075,26 +1075,14 @@ static int endc_sleep_body(weft_scope *s, void *p)
     return 0;
 }
 
-static int endc_sleep_task(void *p)
-{
-    struct endc *e = p;
-    TCHECK(weft_scope_run(NULL, endc_sleep_body, e) == 0);
-    VCHECK(atomic_load(&e->inner_done), e->n);
-    return 0;
-}
-
 static void sleeps_in_drain_on(unsigned workers)
 {
     weft_pool *pool = mkpool(workers);
     for (int round = 0; round < 20; round++) {
-        struct endc e = {.n = 200};
-        e.hits = calloc(200, sizeof(e.hits[0]));
-        cr_assert_not_null(e.hits);
-        cr_assert_eq(weft_run(pool, endc_sleep_task, &e), 0);
-        cr_assert_eq(atomic_load(&e.inner_done), 200);
-        for (int i = 0; i < 200; i++)
-            cr_assert_eq(atomic_load(&e.hits[i]), 1, "task %d", i);
-        free(e.hits);
+        struct endc e = {0};
+        endc_init(&e, endc_sleep_body, 200);
+        cr_assert_eq(weft_run(pool, endc_task, &e), 0);
+        endc_check(&e);
     }
     ASSERT_NO_BAD();
     weft_pool_destroy(pool);
