@@ -901,6 +901,14 @@ struct endc_arg {
     int i;
 };
 
+/* Task a's index is done: each index exactly once. */
+static int endc_mark(const struct endc_arg *a)
+{
+    VCHECK(atomic_fetch_add(&a->e->hits[a->i], 1), 0);
+    atomic_fetch_add(&a->e->inner_done, 1);
+    return 0;
+}
+
 /* Yields twice, then marks its index: each index exactly once. */
 static int endc_yielder(void *p)
 {
@@ -914,9 +922,7 @@ static int endc_yielder(void *p)
     }
     TCHECK(weft_yield() == 0);
     TCHECK(weft_yield() == 0);
-    VCHECK(atomic_fetch_add(&a->e->hits[a->i], 1), 0);
-    atomic_fetch_add(&a->e->inner_done, 1);
-    return 0;
+    return endc_mark(a);
 }
 
 /* Spawns half, yields (on 2 workers it may come back on the other), spawns the rest. */
@@ -1060,9 +1066,7 @@ static int endc_sleeper(void *p)
     const struct endc_arg *a = p;
     if (a->i % 10 == 0)
         TCHECK(weft_sleep(1000) == 0);
-    VCHECK(atomic_fetch_add(&a->e->hits[a->i], 1), 0);
-    atomic_fetch_add(&a->e->inner_done, 1);
-    return 0;
+    return endc_mark(a);
 }
 
 static int endc_sleep_body(weft_scope *s, void *p)
