@@ -207,26 +207,6 @@ void weft__deque_publish(struct weft__deque *dq)
         atomic_store_explicit(&dq->split, b, memory_order_release);
 }
 
-int weft__deque_push(struct weft__deque *dq, struct weft__job *job, bool public)
-{
-    int64_t b = atomic_load_explicit(&dq->bottom, memory_order_relaxed);
-    if (WEFT_UNLIKELY(b >= dq->limit)) {
-        int err = weft__deque_grow(dq);
-        if (err)
-            return err;
-    }
-    atomic_store_explicit(&dq->slots[b & dq->mask], job, memory_order_relaxed);
-    WEFT__NOISE();
-    /* Relaxed: private until published; bottom is a hint to others. */
-    atomic_store_explicit(&dq->bottom, b + 1, memory_order_relaxed);
-    /* As weft_join's push (weft.h): publish when thieves have nothing left. */
-    int64_t s = atomic_load_explicit(&dq->split, memory_order_relaxed);
-    if (public || atomic_load_explicit(&dq->top, memory_order_relaxed) == s)
-        /* Release: as in weft__deque_publish(). */
-        atomic_store_explicit(&dq->split, b + 1, memory_order_release);
-    return 0;
-}
-
 /* Owner only, after taking slot b: start fetching the job the next pop takes (a
  * frame spawned long ago, or by another core, is cold: flat spawn loops pop a
  * million of them). The slot may be stale or about to be stolen; a prefetch of

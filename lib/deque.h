@@ -4,6 +4,7 @@
 #define WEFT_DEQUE_H
 
 #include "weft.h"
+#include "noise.h"
 
 /* A circular array; replaced (never shrunk) when full. Old arrays stay alive until
  * the deque is freed, because a thief may still read a slot of one. */
@@ -21,10 +22,7 @@ int  weft__deque_init(struct weft__deque *dq);
 void weft__deque_free(struct weft__deque *dq);
 /* Start an empty, unused deque's indices at base (instead of 0). */
 void weft__deque_set_base(struct weft__deque *dq, int64_t base);
-/* Owner only. */
-/* public: publish at once (spawned frames); else private unless thieves have
- * nothing left (deque.c). */
-int  weft__deque_push(struct weft__deque *dq, struct weft__job *job, bool public);
+/* Owner only (weft__deque_push is inline, below). */
 struct weft__job *weft__deque_pop(struct weft__deque *dq);
 void weft__deque_publish(struct weft__deque *dq);
 /* Any thread. */
@@ -33,6 +31,30 @@ struct weft__job *weft__deque_steal(struct weft__deque *dq);
 bool weft__deque_looks_nonempty(const struct weft__deque *dq);
 bool weft__deque_looks_stealable(const struct weft__deque *dq);
 int  weft__deque_grow(struct weft__deque *dq);
+
+/* Owner only: push job (0, or -ENOMEM when the array cannot grow). public: publish at
+ * once (spawned frames); else private unless thieves have nothing left (deque.c).
+ * Inline: a spawn's push was a call that saved three registers for a 10-store body. */
+static inline int weft__deque_push(struct weft__deque *dq, struct weft__job *job, bool public)
+{
+    int64_t b = atomic_load_explicit(&dq->bottom, memory_order_relaxed);
+    if (WEFT_UNLIKELY(b >= dq->limit)) {
+        int err = weft__deque_grow(dq);
+        if (err)
+            return err;
+    }
+    atomic_store_explicit(&dq->slots[b & dq->mask], job, memory_order_relaxed);
+    WEFT__NOISE();
+    /* Relaxed: private until published; bottom is a hint to others. */
+    atomic_store_explicit(&dq->bottom, b + 1, memory_order_relaxed);
+    /* As weft_join's push (weft.h): publish when thieves have nothing left. */
+    int64_t s = atomic_load_explicit(&dq->split, memory_order_relaxed);
+    if (public || atomic_load_explicit(&dq->top, memory_order_relaxed) == s)
+        /* Release: as in weft__deque_publish(); pairs with the acquire load of split
+         * in weft__deque_steal(). */
+        atomic_store_explicit(&dq->split, b + 1, memory_order_release);
+    return 0;
+}
 
 /* The StoreLoad barrier of the rare side of the parking protocol's asymmetric pair:
  * membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) when available, else a plain fence
