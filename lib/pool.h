@@ -225,7 +225,6 @@ void weft__frames_init(void); /* once per process, before any pool starts (pool.
 /* A worker's free stack: before its thread starts (0 or -ENOMEM), and at the end. */
 int  weft__frames_worker_init(struct weft__worker *w);
 void weft__frames_worker_fini(struct weft__worker *w);
-void *weft__frame_args(struct weft__job *f);
 /* Frames recycled per worker are bounded (task.c): */
 #define WEFT__FRAMES_LOCAL_MAX 128u
 #define WEFT__FRAMES_SLAB 64u

@@ -217,14 +217,31 @@ void weft__scope_op_del(struct weft_scope *s, struct weft__op *op)
     weft__spin_release(&s->mu);
 }
 
-/* n of the scope's counts are done (finished tasks, the body's own): whoever takes
- * the counter to zero sets the latch. */
+/* n of the scope's counts are done (finished tasks, the body's own): true if that
+ * took the counter to zero. acq_rel: each finisher releases its tasks' effects; the
+ * last one acquires all of them. */
+static bool scope_drop(struct weft_scope *s, int64_t n)
+{
+    return atomic_fetch_sub_explicit(&s->pending, n, memory_order_acq_rel) == n;
+}
+
+/* The same from anyone but the scope's waiter: whoever takes the counter to zero
+ * sets the latch (which releases the tasks' effects to the waiter). */
 static void scope_release(struct weft_scope *s, int64_t n)
 {
-    /* acq_rel: each finisher releases its tasks' effects; the last one acquires all
-     * of them before it sets the latch (which releases them to the waiter). */
-    if (atomic_fetch_sub_explicit(&s->pending, n, memory_order_acq_rel) == n)
+    if (scope_drop(s, n))
         weft__latch_set(&s->done);
+}
+
+/* The finishes of s deferred on w (the body's reserve among them), taken out of the
+ * deferral: the scope's waiter hands them in itself. */
+static int64_t take_deferred(struct weft__worker *w, struct weft_scope *s)
+{
+    if (w->acct_scope != s)
+        return 0;
+    int64_t n = w->acct_done;
+    w->acct_done = 0;
+    return n;
 }
 
 void weft__acct_flush_slow(struct weft__worker *w)
@@ -548,19 +565,12 @@ WEFT_API int weft_scope_run(weft_pool *pool, int (*body)(weft_scope *s, void *ar
      * then handed in with the finishes it counted, in one RMW. Whoever takes the
      * counter to zero sets the latch, unless that is us: then nobody waits on it. */
     int64_t n = 1;
-    if (w && w->acct_scope == &s) {
-        n += w->acct_done;
-        w->acct_done = 0;
-    }
     if (w) {
+        n += take_deferred(w, &s);
         n += drain_own(&w, &s, &floor);
-        if (w->acct_scope == &s) { /* frames of ours run through the trace's path */
-            n += w->acct_done;
-            w->acct_done = 0;
-        }
+        n += take_deferred(w, &s); /* frames of ours run through the trace's path */
     }
-    /* acq_rel: as in scope_release(). */
-    if (atomic_fetch_sub_explicit(&s.pending, n, memory_order_acq_rel) != n) {
+    if (!scope_drop(&s, n)) {
         if (w)
             weft__acct_flush(w);
         weft__latch_wait_above(w, &s.done, floor);

@@ -57,11 +57,6 @@ struct slab {
 
 #define SLAB_FRAMES WEFT__FRAMES_SLAB
 
-void *weft__frame_args(struct weft__job *f)
-{
-    return ((struct weft__frame *)(void *)f)->args;
-}
-
 #ifdef WEFT_HAVE_JEMALLOC
 static unsigned arena;
 static pthread_once_t arena_once = PTHREAD_ONCE_INIT;
