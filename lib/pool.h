@@ -96,7 +96,10 @@ struct weft__worker {
     struct weft__tbuf *trace;
     unsigned stamp_tick;
 
-    /* Spawn frames (task.c): owner-private free stack, an array of cap_frames. */
+    /* Spawn frames (task.c), owner-private: the frames this worker handed out and
+     * ran itself, a list through job.next; and the others (adopted batches, frames
+     * of other spawners run here), a stack of at most cap_frames pointers. */
+    struct weft__job *own_frames;
     struct weft__job **free_frames;
     unsigned nfree_frames, cap_frames;
 
@@ -148,10 +151,11 @@ struct weft_pool {
     pthread_mutex_t frames_mu;
     struct weft__fbatch *frames;         /* full batches (task.c) */
     struct weft__fbatch *spare_batches;  /* batch records not in use */
+    void *batch_blocks;                  /* where the records live (task.c) */
+    unsigned nslabs, nrecords;           /* records >= slabs (task.c) */
     struct weft__job *loose;             /* single frames for outside threads */
     unsigned nloose;
     unsigned nframes;
-    unsigned nslabs;
     void *slabs;
 
     /* Configuration (pool.c) and the services, each owned by the file named;

@@ -2,20 +2,27 @@
 /*
  * Spawn frames. A weft_spawn needs a record that outlives the spawner's stack frame:
  * the job, the scope it belongs to and up to 64 bytes of copied arguments. Frames are
- * recycled where they finish: each worker keeps a private free stack (an array: no
- * lock, no atomic), holding at most LOCAL_MAX frames spawned elsewhere; past it a
- * batch goes back to the pool's shared list, and a worker whose stack runs dry takes
- * a batch from there (both under the pool's lock, once per SLAB_FRAMES frames). Once
- * a workload has reached its peak, spawning does no malloc at all, whoever runs the
- * tasks, and a task stolen from its spawner costs no write to the spawner's memory
- * when it finishes. (Before, a frame went back to the worker that handed it out, by
- * a CAS on that worker's remote-free stack: one shared write per stolen task.) The
- * stack is an array rather than a list through the frames so that a spawn can
- * prefetch the frame a dozen spawns ahead: a list lets it see one ahead only, and
- * the spawner of a flat loop on 2 workers, whose frames come back from the thief's
- * core, then waited for a miss per frame (perf: the load of the next link, 65 % of
- * frame_get). Frames spawned from outside threads come from the pool's loose list
- * (under the lock).
+ * recycled where they finish, with no lock and no atomic on the common path. Each
+ * worker keeps two private free stores:
+ *  - the frames it handed out and ran itself, a list through the frames (unbounded:
+ *    the spawner of a million tasks that runs them itself reuses them hot and in
+ *    order, and touches no memory but the frames);
+ *  - the others (frames of other spawners that finished here, and batches adopted
+ *    from the pool), a stack of pointers holding at most LOCAL_MAX plus a batch.
+ *    Past LOCAL_MAX a batch goes back to the pool's shared list, and a worker with
+ *    both stores empty takes a batch from there (both under the pool's lock, once
+ *    per SLAB_FRAMES frames). Being an array, the stack lets a spawn prefetch the
+ *    frame a dozen spawns ahead: the frames of a flat loop on 2 workers come back
+ *    from the thief's core, and a list lets the spawner see one ahead only (perf:
+ *    the load of the next link was 65 % of frame_get).
+ * Once a workload has reached its peak, spawning does no malloc at all, whoever runs
+ * the tasks, and a task stolen from its spawner costs no write to the spawner's
+ * memory when it finishes. (Before, a frame went back to the worker that handed it
+ * out, by a CAS on that worker's remote-free stack: one shared write per stolen
+ * task.) The worker's own frames stay off the stack: a million of them made it an 8 MB
+ * array to grow (a realloc on the spawn path, and a fault site), and it was slower
+ * on 1 worker than the list (flat spawn, 1M tasks: 39-45 against 38-40 ms). Frames
+ * spawned from outside threads come from the pool's loose list (under the lock).
  * Frames come in slabs that live until the pool is destroyed: from a private
  * jemalloc arena when weft is built with -Djemalloc=enabled, else from malloc.
  */
@@ -24,13 +31,13 @@
 #include "fault.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <stdbool.h>
 #if defined(__x86_64__)
 #include <cpuid.h>
 #endif
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #ifdef WEFT_HAVE_JEMALLOC
 #include <jemalloc/jemalloc.h>
@@ -38,20 +45,30 @@
 
 /* A batch of free frames as the pool's list holds it: an array of pointers, so that
  * the worker that adopts it can prefetch frames ahead without reading one to find
- * the next. One comes with every slab and they circulate: a batch handed back takes
- * a spare one, a batch adopted leaves its own spare. There are never more full
- * batches than slabs (each holds SLAB_FRAMES frames), so a spare exists whenever a
- * worker holds a batch's worth to hand back. */
+ * the next. There is a record per slab and they circulate: a batch handed back
+ * takes a spare one, a batch adopted leaves its own spare. There are never more
+ * full batches than slabs (each holds SLAB_FRAMES frames), so a spare exists
+ * whenever a worker holds a batch's worth to hand back. */
 struct weft__fbatch {
     struct weft__fbatch *next;
     unsigned n;
     struct weft__job *f[WEFT__FRAMES_SLAB];
 };
 
+/* The records live in blocks of their own, mapped apart from the slabs: slabs that
+ * follow each other in the heap keep their frames in one run of memory, which the
+ * spawner of a flat loop walks in address order. A record in each slab (576 bytes
+ * between one slab's frames and the next's) cost flat spawn on 1 worker its
+ * hardware prefetch: 1M tasks, spawning 9.5 -> 23 ms, the whole 38 -> 65 ms. */
+#define RECS_PER_BLOCK 64u
+struct fbatch_block {
+    struct fbatch_block *next;
+    struct weft__fbatch rec[RECS_PER_BLOCK];
+};
+
 struct slab {
     struct slab *next; /* first: tests/test_frames.c walks the list */
     size_t size;
-    struct weft__fbatch batch;
     alignas(64) struct weft__frame frames[];
 };
 
@@ -108,9 +125,34 @@ static void batch_push_locked(weft_pool *pool, struct weft__fbatch *b)
     pool->nframes += b->n;
 }
 
+/* Called with frames_mu held, before a new slab: a block of batch records when
+ * every record has its slab already (there must be one per slab at least: a spare
+ * in hand is not enough, it may be the record of a batch a worker adopted, which
+ * that worker's frames need when it hands them back). 0 or -ENOMEM. */
+static int records_locked(weft_pool *pool)
+{
+    if (pool->nslabs < pool->nrecords)
+        return 0;
+    size_t size = sizeof(struct fbatch_block);
+    struct fbatch_block *blk = WEFT__FAULT("task.batch") ? MAP_FAILED :
+        mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (blk == MAP_FAILED)
+        return -ENOMEM;
+    blk->next = pool->batch_blocks;
+    pool->batch_blocks = blk;
+    pool->nrecords += RECS_PER_BLOCK;
+    for (unsigned k = 0; k < RECS_PER_BLOCK; k++) {
+        blk->rec[k].next = pool->spare_batches;
+        pool->spare_batches = &blk->rec[k];
+    }
+    return 0;
+}
+
 /* Called with frames_mu held: a new slab onto the shared list, as one batch. */
 static int refill_locked(weft_pool *pool)
 {
+    if (records_locked(pool) != 0)
+        return -ENOMEM;
     size_t size = sizeof(struct slab) + SLAB_FRAMES * sizeof(struct weft__frame);
     struct slab *s = WEFT__FAULT("task.slab") ? NULL : slab_alloc(size);
     if (!s)
@@ -119,23 +161,28 @@ static int refill_locked(weft_pool *pool)
     s->next = pool->slabs;
     pool->slabs = s;
     pool->nslabs++;
+    /* A spare exists: the pool's list is empty when a slab is added (adopt_locked,
+     * frame_get_outside), so every record beyond its batches is spare. */
+    struct weft__fbatch *b = pool->spare_batches;
+    WEFT_ASSERT(b != NULL);
+    pool->spare_batches = b->next;
     for (unsigned k = 0; k < SLAB_FRAMES; k++) {
         s->frames[k].stamp = 0; /* stats.c: set only on sampled spawns, cleared at start */
         /* Handed out last first: the slab's frames in address order. */
-        s->batch.f[k] = &s->frames[SLAB_FRAMES - 1 - k].job;
+        b->f[k] = &s->frames[SLAB_FRAMES - 1 - k].job;
     }
-    s->batch.n = SLAB_FRAMES;
-    batch_push_locked(pool, &s->batch);
+    b->n = SLAB_FRAMES;
+    batch_push_locked(pool, b);
     return 0;
 }
 
 /* A worker keeps at most this many free frames spawned elsewhere; past it, it hands
  * a batch back to the pool (so frames that finish on a thief do not pile up there). */
 #define LOCAL_MAX WEFT__FRAMES_LOCAL_MAX
-/* How far ahead of the next spawn frame_get prefetches. A spawn takes ~10 ns and a
- * line last written on another core takes ~100 ns to come over: with one ahead
- * (which a list through the frames allowed) the spawner of a flat loop on 2 workers
- * waited for a miss per frame. */
+/* How far ahead of the next spawn frame_get prefetches from the stack. A spawn
+ * takes ~10 ns and a line last written on another core takes ~100 ns to come over:
+ * with one ahead (which a list through the frames allows) the spawner of a flat
+ * loop on 2 workers waited for a miss per frame. */
 #define PREFETCH_AHEAD 12
 
 /* Whether the CPU has PREFETCHW (x86: CPUID 0x80000001, ECX bit 8; every AMD64 CPU
@@ -170,8 +217,11 @@ static inline void prefetch_for_write(const void *p)
 
 int weft__frames_worker_init(struct weft__worker *w)
 {
-    w->cap_frames = LOCAL_MAX + 2 * SLAB_FRAMES;
+    /* The stack never holds more: a put past LOCAL_MAX gives a batch back, and an
+     * adoption fills an empty stack with at most a batch (or cap loose frames). */
+    w->cap_frames = LOCAL_MAX + SLAB_FRAMES;
     w->nfree_frames = 0;
+    w->own_frames = NULL;
     w->free_frames = WEFT__FAULT("task.free") ? NULL :
                      malloc(w->cap_frames * sizeof(w->free_frames[0]));
     return w->free_frames ? 0 : -ENOMEM;
@@ -267,44 +317,32 @@ struct weft__job *weft__frame_get(weft_pool *pool, struct weft__worker *w)
 {
     if (WEFT_UNLIKELY(w == NULL))
         return frame_get_outside(pool);
-    if (WEFT_UNLIKELY(w->nfree_frames == 0) && frames_adopt(pool, w) != 0)
-        return NULL;
-    unsigned n = --w->nfree_frames;
-    struct weft__job *f = w->free_frames[n];
-    /* A later spawn's frame: its lines are cold when it was freed long ago or on
-     * another core; fetch them while the spawns in between go on. The job and the
-     * start of the arguments: the two lines a spawn writes. */
-    if (n >= PREFETCH_AHEAD) {
-        const char *p = (const char *)w->free_frames[n - PREFETCH_AHEAD];
-        prefetch_for_write(p);
-        prefetch_for_write(p + 64);
+    struct weft__job *f = w->own_frames;
+    if (WEFT_LIKELY(f != NULL)) {
+        /* The next one: its line is cold when it was freed long ago; fetch it while
+         * this spawn goes on. A prefetch of NULL is a no-op: no branch. */
+        struct weft__job *next = f->next;
+        w->own_frames = next;
+        __builtin_prefetch(next, 1);
+    } else {
+        if (WEFT_UNLIKELY(w->nfree_frames == 0) && frames_adopt(pool, w) != 0)
+            return NULL;
+        unsigned n = --w->nfree_frames;
+        f = w->free_frames[n];
+        /* A later spawn's frame: its lines are cold when it was freed on another
+         * core; fetch them while the spawns in between go on. The job and the start
+         * of the arguments: the two lines a spawn writes. */
+        if (n >= PREFETCH_AHEAD) {
+            const char *p = (const char *)w->free_frames[n - PREFETCH_AHEAD];
+            prefetch_for_write(p);
+            prefetch_for_write(p + 64);
+        }
     }
-    weft__frame_of(f)->home = w; /* the spawner (trace.c's flows) */
+    weft__frame_of(f)->home = w; /* the spawner (trace.c's flows; frame_put) */
     return f;
 }
 
-/* frame_put's slow paths, out of line: w's stack is full (grow it to hold every
- * frame the pool has, a worker never holds more, at least twice: once past the
- * peak, no more growth, and test_frames.c's warm rounds allocate nothing; with no
- * memory, a batch goes back instead), and over LOCAL_MAX (a batch goes back). */
-static __attribute__((noinline)) void frames_grow(weft_pool *pool, struct weft__worker *w)
-{
-    pthread_mutex_lock(&pool->frames_mu);
-    size_t all = (size_t)pool->nslabs * SLAB_FRAMES + SLAB_FRAMES;
-    pthread_mutex_unlock(&pool->frames_mu);
-    size_t cap = 2 * (size_t)w->cap_frames > all ? 2 * (size_t)w->cap_frames : all;
-    struct weft__job **a = cap > UINT_MAX || WEFT__FAULT("task.free") ? NULL :
-                           realloc(w->free_frames, cap * sizeof(a[0]));
-    pthread_mutex_lock(&pool->frames_mu);
-    if (a) {
-        w->free_frames = a;
-        w->cap_frames = (unsigned)cap;
-    } else {
-        give_back_locked(pool, w);
-    }
-    pthread_mutex_unlock(&pool->frames_mu);
-}
-
+/* frame_put's slow path, out of line: w's stack is over LOCAL_MAX. */
 static __attribute__((noinline)) void frames_give_back(weft_pool *pool, struct weft__worker *w)
 {
     pthread_mutex_lock(&pool->frames_mu);
@@ -322,11 +360,11 @@ static __attribute__((noinline)) void frame_put_outside(weft_pool *pool, struct 
     pthread_mutex_unlock(&pool->frames_mu);
 }
 
-/* Frames are recycled where they finish: onto the finishing worker's own stack, with
- * no shared write per task (a frame spawned on A and run by a thief B used to go
- * back to A's list with a CAS on A's cache line, once per stolen task). A worker
+/* Frames are recycled where they finish: onto the finishing worker's own stores,
+ * with no shared write per task (a frame spawned on A and run by a thief B used to
+ * go back to A's list with a CAS on A's cache line, once per stolen task). A worker
  * whose stack outgrows LOCAL_MAX with frames spawned elsewhere gives a batch back
- * to the pool, and a spawner whose stack runs dry takes a batch from it: one lock
+ * to the pool, and a spawner whose stores run dry takes a batch from it: one lock
  * round trip per SLAB_FRAMES frames on each side of a producer/consumer pair. */
 void weft__frame_put(weft_pool *pool, struct weft__worker *w, struct weft__job *f)
 {
@@ -334,14 +372,15 @@ void weft__frame_put(weft_pool *pool, struct weft__worker *w, struct weft__job *
         frame_put_outside(pool, f);
         return;
     }
-    if (WEFT_UNLIKELY(w->nfree_frames == w->cap_frames))
-        frames_grow(pool, w);
+    /* A frame this worker handed out goes back unbounded, hot, onto its list (a cap
+     * here sent them through the pool's list: flat spawn 42 -> 71 ns per task). */
+    if (WEFT_LIKELY(weft__frame_of(f)->home == w)) {
+        f->next = w->own_frames;
+        w->own_frames = f;
+        return;
+    }
     w->free_frames[w->nfree_frames++] = f;
-    /* A frame this worker handed out goes back unbounded: the spawner of a million
-     * tasks that runs them itself keeps them hot and in order (a cap here sent them
-     * through the pool's list: flat spawn 42 -> 71 ns per task). Only frames
-     * finished here for another spawner count against the cap. */
-    if (WEFT_UNLIKELY(weft__frame_of(f)->home != w && w->nfree_frames > LOCAL_MAX))
+    if (WEFT_UNLIKELY(w->nfree_frames > LOCAL_MAX))
         frames_give_back(pool, w);
 }
 
@@ -365,8 +404,16 @@ void weft__frames_free(weft_pool *pool)
         slab_free(s, s->size);
         s = next;
     }
-    pool->slabs = NULL;
+    struct fbatch_block *blk = pool->batch_blocks;
+    while (blk) {
+        struct fbatch_block *next = blk->next;
+        munmap(blk, sizeof(*blk));
+        blk = next;
+    }
+    pool->batch_blocks = NULL;
+    pool->nrecords = 0;
     pool->nslabs = 0;
+    pool->slabs = NULL;
     pool->frames = NULL;
     pool->spare_batches = NULL;
     pool->loose = NULL;

@@ -526,8 +526,8 @@ Test(fault, scope_spawn)
 {
     walk(&(struct op){"scope_spawn_outside", 2, 0, op_scope_outside, NULL, false});
     walk(&(struct op){"scope_spawn_inside", 2, 0, op_scope_inside, NULL, false});
-    /* One worker holds every frame it frees: its free stack grows (task.free), and
-     * where it cannot, a batch goes back to the pool instead. */
+    /* One worker runs every frame it spawns: they go back on its own list, and
+     * the slabs and their batch records (task.slab, task.batch) run out. */
     walk(&(struct op){"scope_spawn_inside_1w", 1, 0, op_scope_inside, NULL, false});
 }
 
