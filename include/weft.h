@@ -653,8 +653,27 @@ WEFT_API struct weft__worker *weft__self_get(void);
 /* The worker after a call that may have suspended the task and resumed it on another
  * thread. x86-64 reads a thread-local through the %fs segment on every access; other
  * CPUs compute its address from a thread register that the compiler may keep across
- * the call (GCC bug 26461), so there it is read out of line. */
-#if defined(__x86_64__)
+ * the call (GCC bug 26461), so there it is read out of line.
+ * On x86-64 the read is written out (the initial-exec sequence the compiler emits
+ * for weft__self, which the linker relaxes the same way in a static link): the
+ * compiler otherwise keeps the variable's offset, loaded before the call, in a
+ * callee-saved register across it, and every task that joins saves and restores
+ * one more register on every call, leaves included (benchmarks/kernels, 1 worker:
+ * fib(35) 104 -> 88 ms with the bottom re-read below, knapsack -15 %). Volatile, and
+ * a memory clobber, so that it stays after the call. */
+#if defined(__x86_64__) && defined(__LP64__) && defined(__GNUC__) && !defined(__TINYC__)
+static inline struct weft__worker *weft__self_again(void)
+{
+    struct weft__worker *w;
+    __asm__ __volatile__("movq weft__self@gottpoff(%%rip), %0\n\t"
+                         "movq %%fs:(%0), %0"
+                         : "=r"(w)
+                         :
+                         : "memory");
+    return w;
+}
+#define WEFT__SELF_AGAIN() weft__self_again()
+#elif defined(__x86_64__)
 #define WEFT__SELF_AGAIN() weft__self
 #else
 #define WEFT__SELF_AGAIN() weft__self_get()
@@ -689,9 +708,15 @@ static inline int weft_join(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
     struct weft__deque *dq = WEFT__DQ(w);
 
     int64_t i = atomic_load_explicit(&dq->bottom, memory_order_relaxed); /* owner's own */
-    if (__builtin_expect(i >= dq->limit, 0) && weft__deque_reserve(w) != 0) {
-        int ra = a(arg_a), rb = b(arg_b); /* no memory to grow the deque: in order */
-        return ra ? ra : rb;
+    if (__builtin_expect(i >= dq->limit, 0)) {
+        if (weft__deque_reserve(w) != 0) {
+            int ra = a(arg_a), rb = b(arg_b); /* no memory to grow the deque: in order */
+            return ra ? ra : rb;
+        }
+        /* Read again rather than kept across the call: a value live across a call
+         * costs the caller a callee-saved register, saved and restored on every
+         * call of the task, leaves included. */
+        i = atomic_load_explicit(&dq->bottom, memory_order_relaxed);
     }
     struct weft__job job;
     job.fn = b;
