@@ -658,9 +658,9 @@ WEFT_API struct weft__worker *weft__self_get(void);
  * for weft__self, which the linker relaxes the same way in a static link): the
  * compiler otherwise keeps the variable's offset, loaded before the call, in a
  * callee-saved register across it, and every task that joins saves and restores
- * one more register on every call, leaves included (benchmarks/kernels, 1 worker:
- * fib(35) 104 -> 88 ms with the bottom re-read below, knapsack -15 %). Volatile, and
- * a memory clobber, so that it stays after the call. */
+ * one more register on every call, leaves included (fib(35) in the struct form,
+ * 1 worker: 104 -> 88 ms with the bottom re-read below; knapsack -15 %). Volatile,
+ * and a memory clobber, so that it stays after the call. */
 #if defined(__x86_64__) && defined(__LP64__) && defined(__GNUC__) && !defined(__TINYC__)
 static inline struct weft__worker *weft__self_again(void)
 {
@@ -673,10 +673,18 @@ static inline struct weft__worker *weft__self_again(void)
     return w;
 }
 #define WEFT__SELF_AGAIN() weft__self_again()
+/* The address of a join job after the call, for the slow path: taken from the
+ * job's memory operand there, so that the compiler does not keep the address it
+ * stored in the deque slot in a callee-saved register across the call (fib(35), 1
+ * worker: -10 %). Not volatile: the operand depends on the job's memory, which the
+ * call may change, so it stays after the call. */
+#define WEFT__ADDR_AGAIN(p, obj) __asm__("leaq %1, %0" : "=r"(p) : "m"(obj))
 #elif defined(__x86_64__)
 #define WEFT__SELF_AGAIN() weft__self
+#define WEFT__ADDR_AGAIN(p, obj) ((p) = &(obj))
 #else
 #define WEFT__SELF_AGAIN() weft__self_get()
+#define WEFT__ADDR_AGAIN(p, obj) ((p) = &(obj))
 #endif
 
 /* A join job's idx once a worker other than its joiner's frame took it to run
@@ -759,7 +767,9 @@ static inline int weft_join(weft_fn a, void *arg_a, weft_fn b, void *arg_b)
         int rb = b(job.arg);
         return ra ? ra : rb;
     }
-    return weft__join_finish(w, &job, ra);
+    struct weft__job *jp;
+    WEFT__ADDR_AGAIN(jp, job);
+    return weft__join_finish(w, jp, ra);
 }
 #endif /* inline weft_join */
 
