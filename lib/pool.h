@@ -209,18 +209,33 @@ static inline struct weft__worker *weft__worker_of(const weft_pool *pool)
 int weft__join_lib(weft_fn a, void *arg_a, weft_fn b, void *arg_b);
 
 /* task.c */
-/* A spawn frame: the job, the worker whose lists it returns to (NULL: the pool's
- * shared list), the spawn time when sampled (stats.c; 0: not sampled, and always
- * once the frame has started), and up to 64 bytes of copied arguments. */
+/* A spawn frame: the job, the worker that handed it out (its spawner: task.c,
+ * trace.c), and up to 64 bytes of copied arguments. Two cache lines exactly, in
+ * slabs aligned to a line: a spawn writes both and whoever runs it reads both (a
+ * 144-byte frame straddled three lines in a quarter of the cases, and its job's
+ * fields two lines in half of them: on 2 workers each such line crosses between the
+ * cores twice per task). The spawn time when sampled (stats.c; 0: not sampled, and
+ * always once the frame has started) lives in job.idx, which only join and run jobs
+ * use (weft.h, worker.c). */
 struct weft__frame {
     struct weft__job job;
     struct weft__worker *home;
-    uint64_t stamp;
     alignas(16) unsigned char args[64];
 };
+_Static_assert(sizeof(struct weft__frame) == 128, "a spawn frame is two cache lines");
 static inline struct weft__frame *weft__frame_of(struct weft__job *j)
 {
     return (struct weft__frame *)(void *)j;
+}
+/* Relaxed: the spawner writes it before the push that publishes the frame, and
+ * whoever starts the frame reads and clears it after taking it. */
+static inline uint64_t weft__frame_stamp(struct weft__frame *fr)
+{
+    return (uint64_t)atomic_load_explicit(&fr->job.idx, memory_order_relaxed);
+}
+static inline void weft__frame_set_stamp(struct weft__frame *fr, uint64_t t)
+{
+    atomic_store_explicit(&fr->job.idx, (int64_t)t, memory_order_relaxed);
 }
 struct weft__job *weft__frame_get(weft_pool *pool, struct weft__worker *w);
 void weft__frame_put(weft_pool *pool, struct weft__worker *w, struct weft__job *f);

@@ -325,7 +325,7 @@ static int spawn(weft_scope *s, weft_fn fn, void *arg, const void *copy, size_t 
             w->acct_done++;
         else
             atomic_fetch_sub_explicit(&s->pending, 1, memory_order_relaxed);
-        weft__frame_of(f)->stamp = 0; /* never started: no sample */
+        weft__frame_set_stamp(weft__frame_of(f), 0); /* never started: no sample */
         weft__frame_put(pool, w, f);
         return err;
     }

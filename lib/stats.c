@@ -77,18 +77,19 @@ void weft__obs_park_end(struct weft__worker *w)
 
 void weft__spawn_stamp_slow(struct weft__worker *w, struct weft__frame *fr)
 {
-    fr->stamp = weft__now_ns();
+    weft__frame_set_stamp(fr, weft__now_ns());
     w->stamp_tick = w->trace && !w->trace->stopped ? 1 : WEFT__LAT_EVERY;
 }
 
 void weft__spawn_latency(struct weft__worker *w, struct weft__frame *fr)
 {
     uint64_t now = weft__now_ns();
-    uint64_t d = now > fr->stamp ? now - fr->stamp : 0;
+    uint64_t t = weft__frame_stamp(fr);
+    uint64_t d = now > t ? now - t : 0;
     uint64_t n = LOAD(w->wstats.lat_n);
     STORE(w->wstats.lat[n % WEFT__LAT_SAMPLES], d > UINT32_MAX ? UINT32_MAX : (uint32_t)d);
     STORE(w->wstats.lat_n, n + 1);
-    fr->stamp = 0; /* the frame is reused unstamped unless sampled again */
+    weft__frame_set_stamp(fr, 0); /* the frame is reused unstamped unless sampled again */
 }
 
 /* ------------------------------------------------------------------------------

@@ -167,7 +167,8 @@ static int refill_locked(weft_pool *pool)
     WEFT_ASSERT(b != NULL);
     pool->spare_batches = b->next;
     for (unsigned k = 0; k < SLAB_FRAMES; k++) {
-        s->frames[k].stamp = 0; /* stats.c: set only on sampled spawns, cleared at start */
+        /* stats.c: set only on sampled spawns, cleared at start */
+        weft__frame_set_stamp(&s->frames[k], 0);
         /* Handed out last first: the slab's frames in address order. */
         b->f[k] = &s->frames[SLAB_FRAMES - 1 - k].job;
     }

@@ -318,8 +318,9 @@ void weft__trace_run_job(struct weft__worker *w, struct weft__job *job)
     if ((uintptr_t)job & WEFT__FRAME_TAG) {
         struct weft__frame *fr =
             weft__frame_of((struct weft__job *)((uintptr_t)job & ~WEFT__FRAME_TAG));
-        if (fr->stamp && fr->home && fr->home != w) {
-            struct weft__tev *e = ev_new(b, EV_FLOW, fr->stamp);
+        uint64_t stamp = weft__frame_stamp(fr);
+        if (stamp && fr->home && fr->home != w) {
+            struct weft__tev *e = ev_new(b, EV_FLOW, stamp);
             if (e) {
                 e->dur = now;
                 e->id = b->cur.id;

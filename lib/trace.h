@@ -134,7 +134,7 @@ static inline void weft__spawn_stamp(struct weft__worker *w, struct weft__job *f
 static inline void weft__spawn_started(struct weft__worker *w, struct weft__job *f)
 {
     struct weft__frame *fr = weft__frame_of(f);
-    if (WEFT_UNLIKELY(fr->stamp != 0))
+    if (WEFT_UNLIKELY(weft__frame_stamp(fr) != 0))
         weft__spawn_latency(w, fr);
 }
 
