@@ -82,6 +82,7 @@ struct weft__worker {
     struct weft__ring *ring;        /* uring.c's: this worker's ring, or NULL */
     unsigned tick;                  /* jobs run since the last look at the ring */
     unsigned inj_tick;              /* jobs run since the last look at the injector */
+    unsigned inj_burst;             /* injected jobs taken in a row by those looks */
     bool yield_turn;                /* find_work: yielders' turn ahead of the deque */
     unsigned long switches;         /* fibers this worker has switched away from */
 

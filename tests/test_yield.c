@@ -159,3 +159,90 @@ Test(yield, deque_jobs_behind_yielders_run)
     cr_assert_eq(atomic_load(&c.started), 8);
     weft_pool_destroy(pool);
 }
+
+/* Outside work beside a chain of local tasks (each spawns its successor, so the
+ * worker's deque is never empty): the injector is looked at every 61 jobs, and a
+ * look that finds work takes the next jobs from there too, up to 32 in a row. With
+ * one job per look, 1 000 outside spawns beside chains of 10 us tasks took 320 ms
+ * (benchmarks/tokio spawn_many_remote_busy2). Counted, not timed: on 1 worker, how
+ * many chain tasks run while the outside tasks wait. */
+struct chain {
+    weft_pool *pool;
+    _Atomic(int) injected; /* the outside thread spawned them all */
+    _Atomic(int) ran;      /* outside tasks that ran */
+    _Atomic(int) started;
+    int n;
+    long links;            /* chain tasks that ran before the last outside one: the
+                              chain's worker only */
+};
+
+struct link_arg {
+    struct chain *c;
+    weft_scope *s;
+};
+
+static int chain_link(void *p)
+{
+    struct link_arg a = *(struct link_arg *)p;
+    struct chain *c = a.c;
+    if (atomic_load(&c->ran) == c->n)
+        return 0;
+    if (c->links++ == 0) {
+        atomic_store(&c->started, 1);
+        while (!atomic_load(&c->injected)) /* every outside task waits in the injector */
+            sched_yield();
+    }
+    return weft_spawn_copy(a.s, chain_link, &a, sizeof(a));
+}
+
+static int chain_body(weft_scope *s, void *p)
+{
+    struct link_arg a = {p, s};
+    return weft_spawn_copy(s, chain_link, &a, sizeof(a));
+}
+
+static int chain_root(void *p)
+{
+    return weft_scope_run(NULL, chain_body, p);
+}
+
+static void *chain_thread(void *p)
+{
+    struct chain *c = p;
+    TCHECK(weft_run(c->pool, chain_root, c) == 0);
+    return NULL;
+}
+
+static int outside_task(void *p)
+{
+    atomic_fetch_add(&((struct chain *)p)->ran, 1);
+    return 0;
+}
+
+static int outside_body(weft_scope *s, void *p)
+{
+    struct chain *c = p;
+    for (int i = 0; i < c->n; i++)
+        TCHECK(weft_spawn(s, outside_task, c) == 0); /* from outside: the injector */
+    atomic_store(&c->injected, 1);
+    return 0;
+}
+
+Test(yield, outside_spawns_beside_a_chain_are_taken_in_bursts)
+{
+    struct chain c = {.pool = mkpool(1), .n = 330};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, chain_thread, &c), 0);
+    while (!atomic_load(&c.started))
+        sched_yield();
+    cr_assert_eq(weft_scope_run(c.pool, outside_body, &c), 0);
+    pthread_join(t, NULL);
+    ASSERT_NO_BAD();
+    cr_assert_eq(atomic_load(&c.ran), c.n);
+    /* One outside task per 61 chain tasks would be ~20 000 links; in bursts of
+     * 33, ~610. */
+    cr_log_info("%ld chain tasks ran beside %d outside ones", c.links, c.n);
+    cr_assert(c.links < 61L * c.n / 4, "%ld chain tasks ran before %d outside tasks",
+              c.links, c.n);
+    weft_pool_destroy(c.pool);
+}
