@@ -15,7 +15,8 @@
  *    (weft_run, a spawn from outside), under the same kind of spinlock (a pthread
  *    mutex there went to futex waits in Tokio's spawn_many_remote_idle port: the
  *    spawning thread and the workers popping take it once per task). Taken one at
- *    a time (weft__runq_pop_injected says why not in batches).
+ *    a time (weft__runq_pop_injected says why not in batches); a worker with local
+ *    work takes up to INJECT_BURST of them in a row once it finds some (worker.c).
  *
  * The ready and yield queues of a worker share one lock, a test-and-test-and-set
  * spinlock: its critical sections are a few loads and stores, and a pthread mutex

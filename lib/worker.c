@@ -326,7 +326,6 @@ static inline void inject_burst(struct weft__worker *w)
     }
 }
 
-
 /* A look found a job, or what we wait for is set: the search ends (with job, or
  * NULL). */
 static bool search_over(struct weft__worker *w, struct weft__job *job,
