@@ -320,6 +320,14 @@ static bool got_byte_locked(unsigned char c)
  * written is lost to make (warned once). */
 static void write_token_locked(unsigned char c)
 {
+    /* Counted as given back before the write: whoever sees the byte in the pipe
+     * (make, a test reading FIONREAD and then weft_pool_stats) must not still find
+     * it counted in jobserver_tokens. The write is a syscall, which orders the
+     * store before the byte appears. */
+    WEFT_ASSERT(B.held_by_value[c] > 0);
+    B.held_by_value[c]--;
+    atomic_store_explicit(&B.held, atomic_load_explicit(&B.held, memory_order_relaxed) - 1,
+                          memory_order_relaxed);
     for (int tries = 0; tries < 50; tries++) {
         ssize_t n = write(B.wfd, &c, 1);
         if (n == 1) {
@@ -337,10 +345,6 @@ static void write_token_locked(unsigned char c)
                   strerror(n < 0 ? errno : EIO));
         break;
     }
-    WEFT_ASSERT(B.held_by_value[c] > 0);
-    B.held_by_value[c]--;
-    atomic_store_explicit(&B.held, atomic_load_explicit(&B.held, memory_order_relaxed) - 1,
-                          memory_order_relaxed);
 }
 
 static void flush_cache_locked(void)
