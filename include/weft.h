@@ -637,7 +637,8 @@ struct weft__deque {
                                             (lib/scope.c); join jobs record it */
     char pad_[64 - 7 * 8];
     _Alignas(64) _Atomic(int64_t) top;   /* thieves CAS; owner CASes for the last item */
-    char pad2_[64 - 8];
+    _Atomic(uint32_t) claimers;          /* thieves taking a batch (lib/deque.c) */
+    char pad2_[64 - 12];
     _Atomic(void *) buf;                 /* current array (struct in deque.h) */
 };
 

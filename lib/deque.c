@@ -34,6 +34,14 @@
  * fence on the owner's side, and it is paid once per job published and not stolen,
  * not per pop: in fork-join the public part is a few jobs at the bottom of the stack.
  *
+ * Thieves of spawned frames also take batches (weft__deque_steal_batch): up to
+ * WEFT__STEAL_MAX of the oldest public jobs with one read of split and one CAS on
+ * top. A claim checked against a split read before the owner's retraction may
+ * reach past the owner's newest job, so the owner's public pop takes a job without
+ * more ado only when it is WEFT__STEAL_MAX or more above the top it read; nearer,
+ * it waits until no batch is in flight (claimers; the comment there has the
+ * argument).
+ *
  * Indices grow monotonically (never wrap in practice; each worker counts in its own
  * range, pool.c); the array is used modulo its power-of-two size and replaced by one
  * twice as large when full. Old arrays are kept until the deque is freed: a thief
@@ -218,6 +226,36 @@ static inline void prefetch_next(struct weft__deque *dq, int64_t b)
     __builtin_prefetch((const void *)(next & ~WEFT__FRAME_TAG));
 }
 
+/* Owner only, in pop's public path, split retracted to b and fenced, t read after
+ * the fence, t < b < t + WEFT__STEAL_MAX: may job b be taken? A batch thief that
+ * read split before the retraction may still CAS top from t to as far as
+ * t + WEFT__STEAL_MAX, over b. Every such thief counted itself in claimers before
+ * its fence, so once claimers reads 0 each has CASed or given up, and top read
+ * again shows its claim; a thief that fences later sees split <= b and claims
+ * below b. Single steals are not counted: as in Chase-Lev they take index top
+ * only, which the caller's t == b case settles with its CAS. *tp is top read
+ * again. False (split restored, b still ours and public) when batches stay in
+ * flight past a short spin: a thief was descheduled between its count and its
+ * CAS. The caller then reports nothing to pop; the job stays public, the thief
+ * or a later pop takes it (no wait for the descheduled thread). */
+static bool near_top_is_ours(struct weft__deque *dq, int64_t b, int64_t *tp)
+{
+    for (unsigned spins = 0;; spins++) {
+        /* Acquire: pairs with the release decrement in weft__deque_steal_batch(),
+         * so that the claim CAS of a thief no longer counted shows in top below. */
+        if (atomic_load_explicit(&dq->claimers, memory_order_acquire) == 0)
+            break;
+        if (spins == 256) {
+            /* Release: republish b with its slot, as a push would. */
+            atomic_store_explicit(&dq->split, b + 1, memory_order_release);
+            return false;
+        }
+        weft__cpu_relax();
+    }
+    *tp = atomic_load_explicit(&dq->top, memory_order_relaxed);
+    return true;
+}
+
 /* Owner only: take the newest job, or NULL. */
 struct weft__job *weft__deque_pop(struct weft__deque *dq)
 {
@@ -240,6 +278,14 @@ struct weft__job *weft__deque_pop(struct weft__deque *dq)
     int64_t t = atomic_load_explicit(&dq->top, memory_order_relaxed);
     struct weft__job *job = atomic_load_explicit(&dq->slots[b & dq->mask],
                                                  memory_order_relaxed);
+    if (t <= b - WEFT__STEAL_MAX) {
+        /* Far above top: no claim can reach it (the top of the file). Ours. */
+        atomic_store_explicit(&dq->bottom, b, memory_order_relaxed);
+        prefetch_next(dq, b);
+        return job;
+    }
+    if (t < b && !near_top_is_ours(dq, b, &t))
+        return NULL; /* a batch thief may be taking it: see near_top_is_ours */
     if (t < b) { /* more public jobs below: this one is ours */
         atomic_store_explicit(&dq->bottom, b, memory_order_relaxed);
         prefetch_next(dq, b);
@@ -312,4 +358,55 @@ struct weft__job *weft__deque_steal(struct weft__deque *dq)
                                                  memory_order_relaxed))
         return WEFT__STEAL_ABORT;
     return job;
+}
+
+/* Any thread but the owner: take up to max (<= WEFT__STEAL_MAX) of the oldest
+ * public jobs with one CAS on top, into out[]: half of what is public, rounded up.
+ * Returns how many, 0 if nothing was public, -1 on a lost race. One read of the
+ * owner's split for the batch rather than one per job: a thief of a flat spawn
+ * loop that stole job by job read the line the owner writes on every push once
+ * per job, and the spawner paid a miss on it per spawn.
+ *
+ * Why one read of split suffices: a claim [t, t + n) is checked against split as
+ * read after the fence, so it is right unless the owner retracted split over it
+ * meanwhile (pop's public path). The owner takes a job b without a CAS only when b
+ * is at least WEFT__STEAL_MAX above the top it reads after its fence; a thief whose
+ * fence came first read top no later than that (so its CAS can succeed only from
+ * that same top, and claims below b), and one whose fence came after sees the
+ * retracted split. Nearer to top, the owner waits until no batch is in flight
+ * (claimers, counted before the fence; near_top_is_ours). tests/test_deque.c's
+ * batch_steals_* races check it (each rule removed makes them fail). */
+int weft__deque_steal_batch(struct weft__deque *dq, struct weft__job **out, int max)
+{
+    int64_t t = atomic_load_explicit(&dq->top, memory_order_acquire); /* as steal() */
+    if (t >= atomic_load_explicit(&dq->split, memory_order_relaxed))
+        return 0; /* a hint, as in steal(); no poke: callers steal one job first */
+    /* Counted before the fence: the owner's near-top pop reads it after its own. */
+    atomic_fetch_add_explicit(&dq->claimers, 1, memory_order_relaxed);
+    WEFT__NOISE();
+    /* StoreLoad: orders the count and the top load above before the split load;
+     * pairs with the fence in pop()'s public path. */
+    weft__fence();
+    /* Acquire: pairs with the release stores of split (publication). */
+    int64_t s = atomic_load_explicit(&dq->split, memory_order_acquire);
+    int n = 0;
+    if (t < s) {
+        int64_t half = (s - t + 1) / 2;
+        n = half < max ? (int)half : max;
+        /* Acquire: pairs with the release store of buf in weft__deque_grow(). */
+        struct weft__dqbuf *buf = atomic_load_explicit(&dq->buf, memory_order_acquire);
+        for (int k = 0; k < n; k++)
+            out[k] = atomic_load_explicit(&buf->slot[(t + k) & buf->mask],
+                                          memory_order_relaxed);
+        WEFT__NOISE();
+        /* seq_cst as steal()'s: pairs with the CAS in pop() and other thieves'. */
+        if (!atomic_compare_exchange_strong_explicit(&dq->top, &t, t + n,
+                                                     memory_order_seq_cst,
+                                                     memory_order_relaxed))
+            n = -1;
+    }
+    /* Release: pairs with the acquire load in near_top_is_ours(), so that an owner
+     * that sees the count drop sees the CAS above. */
+    atomic_fetch_sub_explicit(&dq->claimers, 1, memory_order_release);
+    return n;
 }

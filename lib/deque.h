@@ -27,6 +27,9 @@ struct weft__job *weft__deque_pop(struct weft__deque *dq);
 void weft__deque_publish(struct weft__deque *dq);
 /* Any thread. */
 struct weft__job *weft__deque_steal(struct weft__deque *dq);
+/* Most jobs one weft__deque_steal_batch takes (deque.c's pop relies on it). */
+#define WEFT__STEAL_MAX 32
+int weft__deque_steal_batch(struct weft__deque *dq, struct weft__job **out, int max);
 /* Hints (relaxed reads): any job at all / any public job. */
 bool weft__deque_looks_nonempty(const struct weft__deque *dq);
 bool weft__deque_looks_stealable(const struct weft__deque *dq);

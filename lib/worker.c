@@ -204,32 +204,37 @@ void weft__worker_run_job_plain(struct weft__worker *w, struct weft__job *job)
 }
 
 /* Most jobs one steal takes from a victim (the one returned included). */
-#define STEAL_BATCH 32
+#define STEAL_BATCH WEFT__STEAL_MAX
 
-/* After stealing a spawned frame from v: take up to half of what else looks public
- * there (at most STEAL_BATCH - 1) onto our own deque, public, so that a thief of a
- * flat spawn loop pays its misses on the victim's lines once per batch rather than
- * once per task. Each is an ordinary steal (deque.c: one CAS on top per job, no
- * claim on a range read from a split that may be stale); the top line stays in our
- * cache between them. As many as our deque has room for once its limit is moved
- * up (or the array grown): pushes here must not fail, the jobs are ours now. */
+/* After stealing a spawned frame from v: take half of what else is public there (at
+ * most STEAL_BATCH - 1) onto our own deque, public, so that a thief of a flat spawn
+ * loop pays its misses on the victim's lines once per batch rather than once per
+ * task. One claim (deque.c's weft__deque_steal_batch: one read of the victim's
+ * split and one CAS on top for the batch; stealing them one by one read the line
+ * the spawner writes on every push once per job). As many as our deque has room
+ * for once its limit is moved up (or the array grown): pushes here must not fail,
+ * the jobs are ours now. */
 static void steal_more(struct weft__worker *w, struct weft__worker *v)
 {
     struct weft__deque *dq = &v->dq;
-    /* Relaxed: a hint for how many to try; each steal checks for itself. */
-    int64_t avail = atomic_load_explicit(&dq->split, memory_order_relaxed) -
-                    atomic_load_explicit(&dq->top, memory_order_relaxed);
-    int64_t want = avail / 2 < STEAL_BATCH - 1 ? avail / 2 : STEAL_BATCH - 1;
+    int want = STEAL_BATCH - 1;
     int64_t b = atomic_load_explicit(&w->dq.bottom, memory_order_relaxed); /* our own */
     if (want > w->dq.limit - b)
         (void)weft__deque_grow(&w->dq); /* moves limit up, or grows; else fewer */
     if (want > w->dq.limit - b)
-        want = w->dq.limit - b;
-    int64_t got = 0;
-    while (got < want) {
-        struct weft__job *job = weft__deque_steal(dq);
-        if (job == WEFT__STEAL_EMPTY || job == WEFT__STEAL_ABORT)
-            break;
+        want = (int)(w->dq.limit - b);
+    if (want <= 0)
+        return;
+    struct weft__job *jobs[STEAL_BATCH];
+    int got = weft__deque_steal_batch(dq, jobs, want);
+    if (got < 0) { /* lost to another thief or the owner: once more, then leave it */
+        WEFT__COUNT(w, steal_fails);
+        got = weft__deque_steal_batch(dq, jobs, want);
+        if (got < 0)
+            got = 0;
+    }
+    for (int k = 0; k < got; k++) {
+        struct weft__job *job = jobs[k];
         WEFT_ASSERT(!weft__is_resume(job));
         /* Its frame's lines are in the victim's cache: start them moving now, all
          * the batch's at once, rather than one miss per frame when it runs. */
@@ -239,7 +244,6 @@ static void steal_more(struct weft__worker *w, struct weft__worker *v)
         int err = weft__deque_push(&w->dq, job, true); /* room checked: cannot fail */
         WEFT_ASSERT(err == 0);
         (void)err;
-        got++;
     }
     if (got) {
         WEFT__COUNT_N(w, steals, got);

@@ -237,9 +237,10 @@ struct race {
     _Atomic(unsigned char) *taken;  /* per item: how many times taken */
     _Atomic(int) done;              /* owner has emptied the deque after its last push */
     /* per taker results (owner = index THIEVES) */
-    uint64_t count[THIEVES + 1], sum[THIEVES + 1], aborts[THIEVES];
+    uint64_t count[THIEVES + 1], sum[THIEVES + 1], aborts[THIEVES], batches[THIEVES];
     uint64_t seed;
     bool pops;                      /* the owner pops as well as pushes */
+    bool batch;                     /* thieves also take batches (steal_batch) */
     _Atomic(uint64_t) stolen_live;  /* items thieves took so far (for the owner to see) */
     unsigned nthieves;              /* 1 .. THIEVES */
 };
@@ -300,6 +301,31 @@ static void *thief_main(void *p)
     for (;;) {
         /* Acquire: pairs with the owner's release store of done. */
         bool fin = atomic_load_explicit(&r->done, memory_order_acquire);
+        uint64_t y = xorshift(&rng);
+        if (r->batch && (y & 1)) {
+            /* A batch of 1 .. WEFT__STEAL_MAX, at random: oldest first, each once. */
+            struct weft__job *got[WEFT__STEAL_MAX];
+            int n = weft__deque_steal_batch(r->dq, got, 1 + (int)((y >> 1) % WEFT__STEAL_MAX));
+            if (n < 0) {
+                r->aborts[a->id]++;
+                continue;
+            }
+            if (n == 0) {
+                if (fin)
+                    break;
+                noise(&rng);
+                continue;
+            }
+            for (int k = 0; k < n; k++) {
+                take(r, a->id, got[k]);
+                size_t i = (size_t)(got[k] - r->jobs);
+                TCHECK(!any || i > last);
+                last = i;
+                any = true;
+            }
+            r->batches[a->id]++;
+            continue;
+        }
         struct weft__job *j = weft__deque_steal(r->dq);
         if (j == WEFT__STEAL_ABORT) {
             r->aborts[a->id]++;
@@ -323,7 +349,8 @@ static void *thief_main(void *p)
     return NULL;
 }
 
-static void race_run(size_t n, bool pops, uint64_t seed, unsigned rounds_of_bursts)
+static void race_run(size_t n, bool pops, uint64_t seed, unsigned rounds_of_bursts,
+                     bool batch_thieves)
 {
     seed = wt_test_seed(seed);
     struct race *r = calloc(1, sizeof(*r));
@@ -335,6 +362,7 @@ static void race_run(size_t n, bool pops, uint64_t seed, unsigned rounds_of_burs
     cr_assert(r->jobs && r->taken);
     r->seed = seed;
     r->pops = pops;
+    r->batch = batch_thieves;
     r->nthieves = THIEVES;
     atomic_store(&bad_line, 0);
 
@@ -384,11 +412,18 @@ static void race_run(size_t n, bool pops, uint64_t seed, unsigned rounds_of_burs
         if (atomic_exchange_explicit(&r->dq->poke, 0, memory_order_relaxed) || ((x >> 16) & 7) == 0)
             weft__deque_publish(r->dq);
     }
-    /* Drain: after a NULL pop the deque is empty (a thief won the last item). */
+    /* Drain: after a NULL pop the deque is empty (a thief won the last item), or,
+     * with batch thieves, one may be in the middle of a claim near the top: the pop
+     * leaves the job public then (deque.c, near_top_is_ours), so look again. */
     if (pops) {
         struct weft__job *j;
-        while ((j = weft__deque_pop(r->dq)) != NULL)
-            take(r, THIEVES, j);
+        for (;;) {
+            while ((j = weft__deque_pop(r->dq)) != NULL)
+                take(r, THIEVES, j);
+            if (!batch_thieves || !weft__deque_looks_nonempty(r->dq))
+                break;
+            sched_yield();
+        }
     } else {
         weft__deque_publish(r->dq); /* the owner stops: everything to the thieves */
         while (weft__deque_looks_nonempty(r->dq))
@@ -423,9 +458,15 @@ static void race_run(size_t n, bool pops, uint64_t seed, unsigned rounds_of_burs
         cr_assert_gt(stolen, 0, "no item was stolen (seed %llu)", (unsigned long long)seed);
     else
         cr_assert_eq(stolen, n, "the owner took items without popping");
-    cr_log_info("deque race: n=%zu pops=%d stolen=%llu aborts=%llu/%llu/%llu bursts=%u", n,
-                (int)pops, (unsigned long long)stolen, (unsigned long long)r->aborts[0],
-                (unsigned long long)r->aborts[1], (unsigned long long)r->aborts[2], bursts);
+    if (batch_thieves)
+        cr_assert_gt(r->batches[0] + r->batches[1] + r->batches[2], 0,
+                     "no batch was taken (seed %llu)", (unsigned long long)seed);
+    cr_log_info("deque race: n=%zu pops=%d batch=%d stolen=%llu batches=%llu "
+                "aborts=%llu/%llu/%llu bursts=%u", n, (int)pops, (int)batch_thieves,
+                (unsigned long long)stolen,
+                (unsigned long long)(r->batches[0] + r->batches[1] + r->batches[2]),
+                (unsigned long long)r->aborts[0], (unsigned long long)r->aborts[1],
+                (unsigned long long)r->aborts[2], bursts);
     dq_del(r->dq);
     free(r->jobs);
     free((void *)r->taken);
@@ -436,14 +477,28 @@ static void race_run(size_t n, bool pops, uint64_t seed, unsigned rounds_of_burs
  * pushes and pops, three thieves steal. */
 Test(deque, steal_races_pop, .timeout = 240)
 {
-    race_run(SCALED(1000000), true, 0x9E3779B97F4A7C15ull, 6);
+    race_run(SCALED(1000000), true, 0x9E3779B97F4A7C15ull, 6, false);
 }
 
 /* Only thieves take: every item leaves through the top, while the array grows. */
 Test(deque, steal_races_grow, .timeout = 240)
 {
     for (unsigned round = 0; round < 8; round++)
-        race_run(SCALED(40000), false, 0x2545F4914F6CDD1Dull + round, 6);
+        race_run(SCALED(40000), false, 0x2545F4914F6CDD1Dull + round, 6, false);
+}
+
+/* Thieves that take batches (one claim for up to WEFT__STEAL_MAX jobs, one read of
+ * split) beside single steals, against an owner that pushes and pops: the owner's
+ * pops near top must wait out the claims in flight (deque.c). */
+Test(deque, batch_steals_race_pop, .timeout = 240)
+{
+    race_run(SCALED(1000000), true, 0x51ED270B27F4A7C1ull, 6, true);
+}
+
+Test(deque, batch_steals_race_grow, .timeout = 240)
+{
+    for (unsigned round = 0; round < 8; round++)
+        race_run(SCALED(40000), false, 0x7F4A7C15E5A3D2B1ull + round, 6, true);
 }
 
 /* The last item: owner pop and thieves contend for a deque of size one. With one
