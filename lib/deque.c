@@ -375,7 +375,8 @@ struct weft__job *weft__deque_steal(struct weft__deque *dq)
  * that same top, and claims below b), and one whose fence came after sees the
  * retracted split. Nearer to top, the owner waits until no batch is in flight
  * (claimers, counted before the fence; near_top_is_ours). tests/test_deque.c's
- * batch_steals_* races check it (each rule removed makes them fail). */
+ * batch_steals_* races check it (each rule removed makes them fail), and
+ * tests/test_deque_model.c runs every interleaving of a small case. */
 int weft__deque_steal_batch(struct weft__deque *dq, struct weft__job **out, int max)
 {
     int64_t t = atomic_load_explicit(&dq->top, memory_order_acquire); /* as steal() */
