@@ -151,6 +151,7 @@ struct weft_pool {
     /* Spawn frames shared between workers and outside threads (task.c). */
     pthread_mutex_t frames_mu;
     struct weft__fbatch *frames;         /* full batches (task.c) */
+    struct weft__fbatch *frames_tail;    /* the last of them: a queue */
     struct weft__fbatch *spare_batches;  /* batch records not in use */
     void *batch_blocks;                  /* where the records live (task.c) */
     unsigned nslabs, nrecords;           /* records >= slabs (task.c) */
