@@ -122,8 +122,9 @@ static void slab_free(void *p, size_t size)
  * A queue, not a stack: the batch a thief gave back last holds the frames it ran
  * last, still in its cache, and the spawner that adopted it at once paid a
  * cross-core transfer on each line it wrote. The oldest batch has had longest to
- * leave the thief's cache. Flat spawn, 2 workers, same runs: benchmarks/collect's
- * weft_spawn 10k x k16 565/498 -> 292/347 us, 1M x k16 68/61 -> 47/55 ms. */
+ * leave the thief's cache. Flat spawn, 1M x k16, 2 workers, alternated with the
+ * stack: medians of 52.8 -> 50.7 ms and, in the VM's slow phase, 96 -> 88 ms
+ * (benchmarks/collect's weft_spawn rows: within noise). */
 static void batch_push_locked(weft_pool *pool, struct weft__fbatch *b)
 {
     b->next = NULL;
