@@ -161,10 +161,6 @@ void weft__scope_wait_del(struct weft_scope *s, struct weft__cwait *cw)
     weft__spin_acquire(&s->mu);
     wait_list_remove(&s->waits, NULL, cw);
     weft__spin_release(&s->mu);
-    kids_lock(s);
-    for (struct weft_scope *k = s->kids; k; k = k->knext)
-        scope_fail(k, -ECANCELED);
-    kids_unlock(s);
 }
 
 void weft__scope_expire(struct weft_scope *s, int err)

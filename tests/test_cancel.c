@@ -456,3 +456,76 @@ Test(cancel, inner_cancel_stays_inner_and_late_scope_starts_cancelled)
     cr_assert_eq(atomic_load(&body_calls), 0);
     weft_pool_destroy(p);
 }
+
+/* An event wait that ends in scope P must leave the scopes nested in P's other
+ * tasks alone: only a cancel of P reaches them. (The end of every event or channel
+ * wait used to walk P's kids and cancel each, a merge's copy of scope_fail's walk.)
+ * Task B waits in P on `opened`; task A opens kid scope K, whose body sets `opened`
+ * once B is waiting and then waits in K for B to have finished its wait; K then
+ * spawns a task. On 1 worker the order is forced: B cannot be running while K's body
+ * runs, so once B said it is about to wait it is suspended in the wait. */
+struct wait_end {
+    weft_event opened, b_done;
+    _Atomic(int) b_waiting;
+    _Atomic(int) kid_ran;
+    int kid_r;
+};
+
+static int wait_end_kid_task(void *arg)
+{
+    struct wait_end *we = arg;
+    atomic_fetch_add(&we->kid_ran, 1);
+    return 0;
+}
+
+static int wait_end_kid_body(weft_scope *s, void *arg)
+{
+    struct wait_end *we = arg;
+    while (!atomic_load(&we->b_waiting)) {
+        int r = weft_yield();
+        if (r)
+            return r;
+    }
+    weft_event_set(&we->opened);
+    int r = weft_event_wait(&we->b_done);
+    if (r)
+        return r;
+    return weft_spawn(s, wait_end_kid_task, we);
+}
+
+static int wait_end_a(void *arg)
+{
+    struct wait_end *we = arg;
+    we->kid_r = weft_scope_run(NULL, wait_end_kid_body, we);
+    return we->kid_r;
+}
+
+static int wait_end_b(void *arg)
+{
+    struct wait_end *we = arg;
+    atomic_store(&we->b_waiting, 1);
+    int r = weft_event_wait(&we->opened);
+    weft_event_set(&we->b_done);
+    return r;
+}
+
+static int wait_end_body(weft_scope *s, void *arg)
+{
+    int r = weft_spawn(s, wait_end_b, arg);
+    return r ? r : weft_spawn(s, wait_end_a, arg);
+}
+
+Test(cancel, a_wait_ending_leaves_nested_scopes_alone)
+{
+    for (unsigned threads = 1; threads <= 2; threads++) {
+        weft_pool *p = mkpool(threads);
+        for (int round = 0; round < SCALED(50); round++) {
+            struct wait_end we = {.opened = WEFT_EVENT_INIT, .b_done = WEFT_EVENT_INIT};
+            cr_assert_eq(weft_scope_run(p, wait_end_body, &we), 0, "%u workers, round %d",
+                         threads, round);
+            cr_assert_eq(we.kid_r, 0, "%u workers, round %d", threads, round);
+            cr_assert_eq(atomic_load(&we.kid_ran), 1);
+        }
+        weft_pool_destroy(p);
+    }
+}
