@@ -158,24 +158,39 @@ static void after_yield(struct weft__worker *w, struct weft__wait *wt, void *arg
     weft__runq_push_yielded(w, wt);
 }
 
-/* The yielded task to switch to straight from a yield, or NULL: only when nothing
- * else could run before it (nothing ready, on our deque, injected, or completed in
- * our ring: the backend's poll), which is what weft__worker_find_work would decide on a dispatch fiber.
- * Then a yield is one switch instead of two (to a dispatch fiber, and from it to the
- * next yielder): benchmarks/tokio yield_many on 1 worker, 200 tasks yielding in
- * turn. Also taking this path when enough yielders wait that find_work would let
- * them go first, ahead of a non-empty deque, made benchmarks/sleep's one yield per
- * task slower on 2 workers (53 -> 91-187 ns): left to the dispatch loop. */
+/* The yielded task to switch to straight from a yield, or NULL: only when
+ * weft__worker_find_work on a dispatch fiber would pick it next. That is: nothing
+ * ready or injected, no look at the ring due (the backend's poll), and either an
+ * empty deque or the yielders' turn ahead of it (past YIELD_MAX_PER_WORKER
+ * yielders find_work resumes one every other look, runq.c; this path takes that
+ * turn the same way, through yield_turn, so the deque still gets every other look).
+ * Then a yield is one switch instead of two (to a dispatch fiber, which is reset and
+ * kept as a spare when it exits, and from it to the next yielder).
+ * - An empty deque: benchmarks/tokio yield_many, 200 tasks yielding in turn.
+ * - The yielders' turn: benchmarks/sleep, one yield per task with 100k tasks on the
+ *   deque. Its "yield - empty" column, 3 alternated runs each, ns (before: the
+ *   dispatch fiber every time): 1 worker, io_uring 119-130 -> 42-56, blocking
+ *   113-135 -> 32-47; 2 workers 61-75 -> 27-33 and 61-94 -> 25-45. callgrind, 1
+ *   worker: 888 -> 677 instructions per task. (An earlier try of this case, which
+ *   did not keep the turn, had made 2 workers slower: 53 -> 91-187 ns.) */
 static struct weft__job *yield_direct(struct weft__worker *w)
 {
     if (atomic_load_explicit(&w->yield_len, memory_order_relaxed) == 0 ||
         atomic_load_explicit(&w->ready_len, memory_order_relaxed) != 0 ||
-        weft__deque_looks_nonempty(&w->dq) ||
         atomic_load_explicit(&w->pool->inj_len, memory_order_relaxed) != 0)
         return NULL;
+    bool turn = false; /* taking the yielders' turn ahead of a non-empty deque */
+    if (weft__deque_looks_nonempty(&w->dq)) {
+        if (!weft__runq_yield_first(w) || w->yield_turn)
+            return NULL; /* the deque's turn: find_work pops it */
+        turn = true;
+    }
     if (w->io->poll && (++w->tick >= WEFT__IO_EVERY || w->io->pending(w)))
         return NULL; /* let the dispatch loop look at the backend (backend.h) */
-    return weft__runq_pop_yielded(w);
+    struct weft__job *j = weft__runq_pop_yielded(w);
+    if (j && turn)
+        w->yield_turn = true; /* as find_work's flip: the deque goes next */
+    return j;
 }
 
 bool weft__suspend_yield(void)

@@ -439,7 +439,8 @@ struct weft__job *weft__worker_find_work(struct weft__worker *w,
      * ahead of the deque: that bounds the stacks yielded tasks hold, and the other
      * looks still reach the deque (yielders going first every time starved it: 8
      * tasks spinning on weft_yield on 1 worker never let the jobs behind them on
-     * the deque start, tests/test_yield.c). */
+     * the deque start, tests/test_yield.c). A yield takes the yielders' turn
+     * itself, straight to the next yielder (suspend.c's yield_direct). */
     if (weft__runq_yield_first(w) && (w->yield_turn = !w->yield_turn) &&
         ((job = weft__runq_pop_injected(w)) || (job = weft__runq_pop_yielded(w))))
         return job;

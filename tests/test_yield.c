@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "checks.h"
+#include "pool.h" /* testing hook: weft__pool_stack_counts */
 
 static double now_s(void)
 {
@@ -246,3 +247,59 @@ Test(yield, outside_spawns_beside_a_chain_are_taken_in_bursts)
               c.links, c.n);
     weft_pool_destroy(c.pool);
 }
+
+/* One yield per task, many tasks on the deque (benchmarks/sleep's shape): a yield
+ * holds its task's stack until it resumes, so the yielders waiting at once must stay
+ * few (yielders resume ahead of the deque every other look once 4 wait, runq.c),
+ * whichever way a yield gets to the next task (straight to the oldest yielder, or
+ * through a dispatch fiber), and every task must finish. Counted, not timed. */
+struct one_yield {
+    _Atomic(int) waiting; /* between a task's yield and its return from it */
+    _Atomic(int) most;    /* the most at once */
+    _Atomic(int) done;
+};
+
+static int one_yield_task(void *p)
+{
+    struct one_yield *o = p;
+    int now = atomic_fetch_add(&o->waiting, 1) + 1;
+    int m = atomic_load(&o->most);
+    while (now > m && !atomic_compare_exchange_weak(&o->most, &m, now))
+        ;
+    int r = weft_yield();
+    atomic_fetch_sub(&o->waiting, 1);
+    atomic_fetch_add(&o->done, 1);
+    return r;
+}
+
+static int one_yield_body(weft_scope *s, void *p)
+{
+    for (int i = 0; i < SCALED(20000); i++)
+        TCHECK(weft_spawn(s, one_yield_task, p) == 0);
+    return 0;
+}
+
+static int one_yield_root(void *p)
+{
+    return weft_scope_run(NULL, one_yield_body, p);
+}
+
+static void one_yield_each_on(unsigned threads)
+{
+    weft_pool *pool = mkpool(threads);
+    struct one_yield o = {0};
+    cr_assert_eq(weft_run(pool, one_yield_root, &o), 0);
+    ASSERT_NO_BAD();
+    cr_assert_eq(atomic_load(&o.done), SCALED(20000));
+    /* 4 queued per worker before they go first, the one resuming, the one that
+     * just yielded: a few per worker, not thousands. */
+    cr_assert_leq(atomic_load(&o.most), (int)(8 * threads), "%d yielders waited at once",
+                  atomic_load(&o.most));
+    size_t nfree, total;
+    weft__pool_stack_counts(pool, &nfree, &total);
+    cr_assert_leq(total, 16 * threads, "%zu fiber stacks for %u workers", total, threads);
+    weft_pool_destroy(pool);
+}
+
+Test(yield, one_yield_per_task_holds_few_stacks_1_worker) { one_yield_each_on(1); }
+Test(yield, one_yield_per_task_holds_few_stacks_2_workers) { one_yield_each_on(2); }
