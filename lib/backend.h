@@ -42,13 +42,14 @@
  *  read_file    weft_read_file's whole file, when the cached   the task, on w
  *               open said it would block; -ENOSYS: not here,
  *               io.c takes the plain way. NULL: never
- *  pending      unsubmitted entries or queued cancels: reap    w's owner, between jobs
- *               before the next job                            (cheap: every job pick)
  *  poll         submit and reap without waiting; the number    w's owner, between jobs
- *               of tasks made ready (on w's ready queue).
- *               pending and poll are both NULL for a backend
- *               whose completions need no reaping (its threads
- *               make tasks ready themselves: runq.c)
+ *               of tasks made ready (on w's ready queue).      (every WEFT__IO_EVERY
+ *               NULL for a backend whose completions need no   jobs, and at the next one
+ *               reaping (its threads make tasks ready          when the backend set
+ *               themselves: runq.c). A backend that queues     w->io_attn: pool.h's
+ *               work for the next poll (entries not yet        weft__io_due)
+ *               submitted, cancels from other threads) sets
+ *               w->io_attn; its poll clears it
  *  park         sleep until w->wake is set, or (returns > 0)   w's owner, parked (on the
  *               completions made tasks ready; may return 0     idle stack: park.c), no
  *               early (park.c checks the wake word again)      locks
@@ -56,7 +57,9 @@
  *               (release) already                              blocking thread, a timer)
  *
  * Cost: one indirect call where io.c, park.c and worker.c made a direct one, and
- * none on the warm-cache path, which is io.c's plain syscall.
+ * none on the warm-cache path, which is io.c's plain syscall; between jobs, a load
+ * of io_attn (a pending() call into the backend there was 3-4 % of a tree of
+ * scopes' time on io_uring).
  */
 #ifndef WEFT_BACKEND_H
 #define WEFT_BACKEND_H
@@ -72,7 +75,6 @@ struct weft__backend {
     void (*cancel)(struct weft__op *op);
     void (*unqueue)(struct weft__op *op);
     int  (*read_file)(struct weft__worker *w, const char *path, void **data, size_t *size);
-    bool (*pending)(struct weft__worker *w);
     int  (*poll)(struct weft__worker *w);
     int  (*park)(struct weft__worker *w);
     void (*wake)(struct weft__worker *target);
@@ -90,6 +92,16 @@ static inline void weft__op_unqueue(struct weft__op *op)
 {
     if (op->backend->unqueue)
         op->backend->unqueue(op);
+}
+
+/* Whether the owner's next look for work polls its backend: every WEFT__IO_EVERY
+ * jobs, and at once when the backend asked (io_attn). Counts a job pick. Relaxed:
+ * a request set meanwhile is seen at a later look; the poll that clears it orders
+ * itself against the setters (uring.c). */
+static inline bool weft__io_due(struct weft__worker *w)
+{
+    return w->io->poll && (++w->tick >= WEFT__IO_EVERY ||
+                           atomic_load_explicit(&w->io_attn, memory_order_relaxed) != 0);
 }
 
 #endif

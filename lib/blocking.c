@@ -32,7 +32,7 @@
  *
  * As a backend (backend.h's table, at the end): nothing to reap and nothing kept
  * once an operation is done (the threads make its task ready themselves), so no
- * poll, pending or unqueue; a worker parks on its futex word.
+ * poll (so never sets io_attn) or unqueue; a worker parks on its futex word.
  */
 #define _GNU_SOURCE
 #include "backend.h"

@@ -185,7 +185,7 @@ static struct weft__job *yield_direct(struct weft__worker *w)
             return NULL; /* the deque's turn: find_work pops it */
         turn = true;
     }
-    if (w->io->poll && (++w->tick >= WEFT__IO_EVERY || w->io->pending(w)))
+    if (weft__io_due(w))
         return NULL; /* let the dispatch loop look at the backend (backend.h) */
     struct weft__job *j = weft__runq_pop_yielded(w);
     if (j && turn)

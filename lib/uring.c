@@ -87,6 +87,9 @@ struct weft__ring {
     unsigned remote_close[NSLOTS]; /* under cmu */
     unsigned nremote_close;
     _Atomic(bool) cancel_any;      /* either of the two is non-empty */
+    _Atomic(unsigned) *attn;       /* the owner's io_attn (pool.h): set when the next
+                                      look for work should poll (an entry queued and
+                                      not submitted, a cancel in the inbox) */
     /* Fixed-file slots (owner-private): the free ones (none if registering failed). */
     unsigned free_slot[NSLOTS];
     unsigned nfree_slot;
@@ -143,6 +146,7 @@ static int ring_pool_init(weft_pool *pool)
         }
         pthread_mutex_init(&ring->cmu, NULL);
         atomic_init(&ring->cancel_any, false);
+        ring->attn = &pool->workers[i]->io_attn;
         pool->workers[i]->ring = ring;
         if (i == 0) {
             probe = io_uring_get_probe_ring(&ring->uring);
@@ -180,6 +184,8 @@ static void ring_pool_free(weft_pool *pool)
     }
 }
 
+/* The owner: an entry to fill, queued for the next submission; the next look for
+ * work polls (attn), so that it goes out even when the caller does not submit. */
 static struct io_uring_sqe *get_sqe(struct weft__ring *ring)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&ring->uring);
@@ -187,7 +193,17 @@ static struct io_uring_sqe *get_sqe(struct weft__ring *ring)
         io_uring_submit(&ring->uring); /* full: make room */
         sqe = io_uring_get_sqe(&ring->uring);
     }
+    /* Relaxed: the owner's own request, read by the owner. */
+    atomic_store_explicit(ring->attn, 1, memory_order_relaxed);
     return sqe;
+}
+
+/* Another thread put something in the inbox (cancel_any set under cmu): the owner's
+ * next look polls. Release: pairs with the exchange in poll_ring(), so the poll that
+ * takes the request sees cancel_any. */
+static void ask_owner(struct weft__ring *ring)
+{
+    atomic_store_explicit(ring->attn, 1, memory_order_release);
 }
 
 static void arm_efd(struct weft__ring *ring)
@@ -223,13 +239,6 @@ static void ring_thread_init(struct weft__worker *w)
     }
     arm_efd(ring);
     io_uring_submit(&ring->uring);
-}
-
-static bool ring_pending(struct weft__worker *w)
-{
-    struct weft__ring *ring = w->ring;
-    return io_uring_sq_ready(&ring->uring) != 0 ||
-           atomic_load_explicit(&ring->cancel_any, memory_order_relaxed);
 }
 
 /* Owner: submit a cancel for every operation on the inbox that is still in flight. */
@@ -312,6 +321,11 @@ static int reap(struct weft__worker *w)
 static int poll_ring(struct weft__worker *w, bool wait)
 {
     struct weft__ring *ring = w->ring;
+    /* Take the request before looking at what it was for: a request set after the
+     * exchange stays for the next look. acq_rel: pairs with ask_owner()'s release.
+     * The load first: most polls are the periodic ones, with no request. */
+    if (atomic_load_explicit(ring->attn, memory_order_relaxed))
+        atomic_exchange_explicit(ring->attn, 0, memory_order_acq_rel);
     if (atomic_load_explicit(&ring->cancel_any, memory_order_relaxed))
         drain_cancels(ring);
     if (wait) {
@@ -450,8 +464,9 @@ static void ring_cancel(struct weft__op *op)
     /* Relaxed: the owner reads the inbox under cmu. */
     atomic_store_explicit(&ring->cancel_any, true, memory_order_relaxed);
     pthread_mutex_unlock(&ring->cmu);
-    /* A running owner sees cancel_any at its next look for work; a parked one is
-     * woken. The store above precedes the wake word's release (park.c). */
+    /* A running owner polls at its next look for work; a parked one is woken. The
+     * stores above precede the wake word's release (park.c). */
+    ask_owner(ring);
     weft__park_wake(w);
 }
 
@@ -500,6 +515,7 @@ static void close_slot(struct weft__worker *owner, unsigned slot)
     /* Relaxed: the owner reads the list under cmu. */
     atomic_store_explicit(&ring->cancel_any, true, memory_order_relaxed);
     pthread_mutex_unlock(&ring->cmu);
+    ask_owner(ring);
     weft__park_wake(owner);
 }
 
@@ -604,7 +620,6 @@ const struct weft__backend weft__backend_uring = {
     .cancel = ring_cancel,
     .unqueue = ring_unqueue,
     .read_file = ring_read_file,
-    .pending = ring_pending,
     .poll = ring_poll,
     .park = ring_park,
     .wake = ring_wake,

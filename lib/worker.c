@@ -389,7 +389,7 @@ struct weft__job *weft__worker_pop_own(struct weft__worker *w, int64_t floor)
 {
     if (atomic_load_explicit(&w->dq.bottom, memory_order_relaxed) <= floor) /* own */
         return NULL;
-    if (w->io->poll && (++w->tick >= WEFT__IO_EVERY || w->io->pending(w))) {
+    if (weft__io_due(w)) {
         w->tick = 0;
         w->io->poll(w);
     }
@@ -416,7 +416,7 @@ struct weft__job *weft__worker_find_work(struct weft__worker *w,
 {
     struct weft__job *job;
     WEFT_ASSERT(!w->searching); /* the early returns below do not stop searching */
-    if (w->io->poll && (++w->tick >= WEFT__IO_EVERY || w->io->pending(w))) {
+    if (weft__io_due(w)) {
         w->tick = 0;
         w->io->poll(w);
     }
