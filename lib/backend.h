@@ -46,8 +46,8 @@
  *               of tasks made ready (on w's ready queue).      (every WEFT__IO_EVERY
  *               NULL for a backend whose completions need no   jobs, and at the next one
  *               reaping (its threads make tasks ready          when the backend set
- *               themselves: runq.c). A backend that queues     w->io_attn: pool.h's
- *               work for the next poll (entries not yet        weft__io_due)
+ *               themselves: runq.c). A backend that queues     w->io_attn: weft__io_due
+ *               work for the next poll (entries not yet        below)
  *               submitted, cancels from other threads) sets
  *               w->io_attn; its poll clears it
  *  park         sleep until w->wake is set, or (returns > 0)   w's owner, parked (on the
