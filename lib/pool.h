@@ -280,6 +280,14 @@ void weft__pool_stack_counts(const weft_pool *pool, size_t *nfree, size_t *total
  * running other jobs on top of it (each would nest deeper: a loop whose items wait
  * splits again and again, and waits run the halves) and suspends instead. Inline:
  * the end of every scope asks (suspend.c's, kept here for struct weft__worker). */
+/* Whether enough yielders wait on w that they go ahead of its deque (runq.h).
+ * Relaxed: the length is a hint, as everywhere it is read without the lock. */
+static inline bool weft__runq_yield_first(struct weft__worker *w)
+{
+    return atomic_load_explicit(&w->yield_len, memory_order_relaxed) >=
+           WEFT__YIELD_MAX_PER_WORKER;
+}
+
 static inline bool weft__suspend_stack_low(struct weft__worker *w)
 {
 #ifdef WEFT_HAVE_FIBERS

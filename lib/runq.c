@@ -106,16 +106,6 @@ void weft__runq_ready(struct weft__worker *hint, struct weft__wait *wt)
     weft__runq_push_ready(w, wt);
 }
 
-/* Yielded tasks wait behind the deque, so that a task spinning on weft_yield lets
- * new work run; but each holds a stack, so past this many per worker they go first
- * (100 000 tasks that each yield then hold a few stacks per worker, not 100 000). */
-#define YIELD_MAX_PER_WORKER 4u
-
-bool weft__runq_yield_first(struct weft__worker *w)
-{
-    return atomic_load_explicit(&w->yield_len, memory_order_relaxed) >= YIELD_MAX_PER_WORKER;
-}
-
 void weft__runq_push_yielded(struct weft__worker *w, struct weft__wait *wt)
 {
     queue_push(w, &w->yielded, &w->yield_len, wt);

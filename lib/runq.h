@@ -41,7 +41,12 @@ struct weft__job *weft__runq_pop_ready(struct weft__worker *w);
  * unless too many wait (weft__runq_yield_first). */
 void weft__runq_push_yielded(struct weft__worker *w, struct weft__wait *wt);
 struct weft__job *weft__runq_pop_yielded(struct weft__worker *w);
-bool weft__runq_yield_first(struct weft__worker *w);
+/* Yielded tasks wait behind the deque, so that a task spinning on weft_yield lets
+ * new work run; but each holds a stack, so past this many per worker they go first
+ * (100 000 tasks that each yield then hold a few stacks per worker, not 100 000).
+ * weft__runq_yield_first (pool.h, inline: a scope's drain asks it per task) says
+ * whether that many wait on w. */
+#define WEFT__YIELD_MAX_PER_WORKER 4u
 
 /* The injector: jobs from threads that are not workers of the pool. The pop takes
  * the oldest injected job for worker w to run, as a deque slot holds it (frames

@@ -161,7 +161,7 @@ static void after_yield(struct weft__worker *w, struct weft__wait *wt, void *arg
 /* The yielded task to switch to straight from a yield, or NULL: only when
  * weft__worker_find_work on a dispatch fiber would pick it next. That is: nothing
  * ready or injected, no look at the ring due (the backend's poll), and either an
- * empty deque or the yielders' turn ahead of it (past YIELD_MAX_PER_WORKER
+ * empty deque or the yielders' turn ahead of it (past WEFT__YIELD_MAX_PER_WORKER
  * yielders find_work resumes one every other look, runq.c; this path takes that
  * turn the same way, through yield_turn, so the deque still gets every other look).
  * Then a yield is one switch instead of two (to a dispatch fiber, which is reset and

@@ -435,7 +435,7 @@ struct weft__job *weft__worker_find_work(struct weft__worker *w,
         }
         w->inj_burst = 0;
     }
-    /* Past YIELD_MAX_PER_WORKER yielders (runq.c), every other look resumes one
+    /* Past WEFT__YIELD_MAX_PER_WORKER yielders (runq.h), every other look resumes one
      * ahead of the deque: that bounds the stacks yielded tasks hold, and the other
      * looks still reach the deque (yielders going first every time starved it: 8
      * tasks spinning on weft_yield on 1 worker never let the jobs behind them on
