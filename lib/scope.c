@@ -248,7 +248,11 @@ void weft__acct_flush_slow(struct weft__worker *w)
     scope_release(s, n);
 }
 
-static int push_frame(weft_pool *pool, struct weft__worker *w, struct weft__job *f)
+/* Inline: with frame_get's common case inline too, a spawn that takes a frame of
+ * its own list makes no call but the outside case's and the poke's. */
+static inline __attribute__((always_inline)) int push_frame(weft_pool *pool,
+                                                            struct weft__worker *w,
+                                                            struct weft__job *f)
 {
     if (!w) {
         weft__runq_inject(pool, f);
@@ -284,7 +288,8 @@ static inline void copy_args(unsigned char *dst, const unsigned char *src, size_
     }
 }
 
-static int spawn(weft_scope *s, weft_fn fn, void *arg, const void *copy, size_t size)
+static inline __attribute__((always_inline)) int spawn(weft_scope *s, weft_fn fn, void *arg,
+                                                      const void *copy, size_t size)
 {
     if (!s || !fn)
         return -EINVAL;

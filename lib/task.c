@@ -324,31 +324,24 @@ static __attribute__((noinline)) struct weft__job *frame_get_outside(weft_pool *
     return f;
 }
 
-/* A frame, or NULL when out of memory. w: the calling worker of pool, or NULL. */
-struct weft__job *weft__frame_get(weft_pool *pool, struct weft__worker *w)
+/* weft__frame_get's other cases (pool.h has the common one inline: w's own list).
+ * w's own list is empty: a frame from its stack of others' frames, refilled from the
+ * pool when empty; or, for an outside thread (w NULL), from the loose list. */
+struct weft__job *weft__frame_get_slow(weft_pool *pool, struct weft__worker *w)
 {
     if (WEFT_UNLIKELY(w == NULL))
         return frame_get_outside(pool);
-    struct weft__job *f = w->own_frames;
-    if (WEFT_LIKELY(f != NULL)) {
-        /* The next one: its line is cold when it was freed long ago; fetch it while
-         * this spawn goes on. A prefetch of NULL is a no-op: no branch. */
-        struct weft__job *next = f->next;
-        w->own_frames = next;
-        __builtin_prefetch(next, 1);
-    } else {
-        if (WEFT_UNLIKELY(w->nfree_frames == 0) && frames_adopt(pool, w) != 0)
-            return NULL;
-        unsigned n = --w->nfree_frames;
-        f = w->free_frames[n];
-        /* A later spawn's frame: its lines are cold when it was freed on another
-         * core; fetch them while the spawns in between go on. The job and the start
-         * of the arguments: the two lines a spawn writes. */
-        if (n >= PREFETCH_AHEAD) {
-            const char *p = (const char *)w->free_frames[n - PREFETCH_AHEAD];
-            prefetch_for_write(p);
-            prefetch_for_write(p + 64);
-        }
+    if (WEFT_UNLIKELY(w->nfree_frames == 0) && frames_adopt(pool, w) != 0)
+        return NULL;
+    unsigned n = --w->nfree_frames;
+    struct weft__job *f = w->free_frames[n];
+    /* A later spawn's frame: its lines are cold when it was freed on another core;
+     * fetch them while the spawns in between go on. The job and the start of the
+     * arguments: the two lines a spawn writes. */
+    if (n >= PREFETCH_AHEAD) {
+        const char *p = (const char *)w->free_frames[n - PREFETCH_AHEAD];
+        prefetch_for_write(p);
+        prefetch_for_write(p + 64);
     }
     weft__frame_of(f)->home = w; /* the spawner (trace.c's flows; frame_put) */
     return f;
