@@ -215,17 +215,6 @@ void weft__deque_publish(struct weft__deque *dq)
         atomic_store_explicit(&dq->split, b, memory_order_release);
 }
 
-/* Owner only, after taking slot b: start fetching the job the next pop takes (a
- * frame spawned long ago, or by another core, is cold: flat spawn loops pop a
- * million of them). The slot may be stale or about to be stolen; a prefetch of
- * whatever it holds is harmless. */
-static inline void prefetch_next(struct weft__deque *dq, int64_t b)
-{
-    uintptr_t next = (uintptr_t)atomic_load_explicit(&dq->slots[(b - 1) & dq->mask],
-                                                     memory_order_relaxed);
-    __builtin_prefetch((const void *)(next & ~WEFT__FRAME_TAG));
-}
-
 /* Owner only, in pop's public path, split retracted to b and fenced, t read after
  * the fence, t < b < t + WEFT__STEAL_MAX: may job b be taken? A batch thief that
  * read split before the retraction may still CAS top from t to as far as
@@ -256,16 +245,10 @@ static bool near_top_is_ours(struct weft__deque *dq, int64_t b, int64_t *tp)
     return true;
 }
 
-/* Owner only: take the newest job, or NULL. */
-struct weft__job *weft__deque_pop(struct weft__deque *dq)
+/* Owner only: weft__deque_pop's public case (deque.h has the private one inline):
+ * job b = bottom - 1 is below split. */
+struct weft__job *weft__deque_pop_public(struct weft__deque *dq, int64_t b)
 {
-    int64_t b = atomic_load_explicit(&dq->bottom, memory_order_relaxed) - 1;
-    int64_t s = atomic_load_explicit(&dq->split, memory_order_relaxed); /* owner's own */
-    if (b >= s) { /* private: no thief can see it */
-        atomic_store_explicit(&dq->bottom, b, memory_order_relaxed);
-        prefetch_next(dq, b);
-        return atomic_load_explicit(&dq->slots[b & dq->mask], memory_order_relaxed);
-    }
     /* Cheap early out: top only grows, so a stale top that says "empty" is right. */
     if (atomic_load_explicit(&dq->top, memory_order_relaxed) > b)
         return NULL;
@@ -281,14 +264,14 @@ struct weft__job *weft__deque_pop(struct weft__deque *dq)
     if (t <= b - WEFT__STEAL_MAX) {
         /* Far above top: no claim can reach it (the top of the file). Ours. */
         atomic_store_explicit(&dq->bottom, b, memory_order_relaxed);
-        prefetch_next(dq, b);
+        weft__deque_prefetch_next(dq, b);
         return job;
     }
     if (t < b && !near_top_is_ours(dq, b, &t))
         return NULL; /* a batch thief may be taking it: see near_top_is_ours */
     if (t < b) { /* more public jobs below: this one is ours */
         atomic_store_explicit(&dq->bottom, b, memory_order_relaxed);
-        prefetch_next(dq, b);
+        weft__deque_prefetch_next(dq, b);
         return job;
     }
     if (t == b) {

@@ -134,7 +134,7 @@ void weft__runq_inject(weft_pool *pool, struct weft__job *job)
  * moves one into its local queue) was tried and reverted: the deque is LIFO for its
  * owner, so injected jobs under a task that keeps spawning its successor never ran
  * (benchmarks/tokio spawn_many_remote_busy2 timed out on 1 and 2 workers), where the
- * injector itself is looked at every INJECT_EVERY jobs (worker.c). */
+ * injector itself is looked at every WEFT__INJECT_EVERY jobs (worker.c). */
 struct weft__job *weft__runq_pop_injected(struct weft__worker *w)
 {
     weft_pool *pool = w->pool;

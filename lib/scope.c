@@ -454,8 +454,42 @@ void weft__run_frame(struct weft__worker *w, struct weft__job *f)
     w->acct_done++;
 }
 
+/* The newest job of w's own deque above floor, if weft__worker_find_work would take
+ * it next, doing on the way what find_work would do first: the look at the ring
+ * every WEFT__IO_EVERY jobs (or when the backend asked). NULL, and drain_own hands
+ * over to the general wait (find_work's path), when that is not the deque: a ready
+ * task, injected work whose look is due, the yielders' turn, or a low stack (a wait
+ * must suspend then: latch.c). Returning NULL at the first look at the ring sent a
+ * flat loop's million frames down the slow path after its 32nd. Inline, here:
+ * drain_own is its one caller, and a call per job (worker.c's, as it was) with
+ * deque_pop's inside cost a tree of scopes 15 instructions a node (callgrind). */
+static inline __attribute__((always_inline)) struct weft__job *
+drain_next(struct weft__worker *w, int64_t floor)
+{
+    if (atomic_load_explicit(&w->dq.bottom, memory_order_relaxed) <= floor) /* own */
+        return NULL;
+    if (weft__io_due(w)) {
+        w->tick = 0;
+        w->io->poll(w);
+    }
+    /* Relaxed: hints, as in find_work; a task made ready meanwhile runs at the next
+     * look, as it would there. */
+    if (atomic_load_explicit(&w->ready_len, memory_order_relaxed) != 0 ||
+        weft__runq_yield_first(w) || weft__suspend_stack_low(w))
+        return NULL;
+    if (++w->inj_tick >= WEFT__INJECT_EVERY) {
+        if (atomic_load_explicit(&w->pool->inj_len, memory_order_relaxed) != 0) {
+            w->inj_tick = WEFT__INJECT_EVERY - 1; /* find_work's next look takes it */
+            return NULL;
+        }
+        w->inj_tick = 0;
+        w->inj_burst = 0;
+    }
+    return weft__deque_pop(&w->dq);
+}
+
 /* The end of a scope's body on worker w: run the jobs the body left on w's deque
- * (above floor) back to back while nothing else is due (weft__worker_pop_own), still
+ * (above floor) back to back while nothing else is due (drain_next), still
  * holding the body's count, and count the scope's own frames that finish here in a
  * local instead of the worker's deferral (which every nested scope of theirs would
  * hand in: an RMW per task of a tree of scopes). Returns those counts; *wp is the
@@ -466,7 +500,7 @@ static int64_t drain_own(struct weft__worker **wp, struct weft_scope *s, int64_t
     struct weft__worker *w = *wp;
     int64_t done = 0;
     struct weft__job *job;
-    while ((job = weft__worker_pop_own(w, *floorp)) != NULL) {
+    while ((job = drain_next(w, *floorp)) != NULL) {
         struct weft__job *f = (struct weft__job *)((uintptr_t)job & ~WEFT__FRAME_TAG);
         if (f != job && f->scope == s && WEFT_LIKELY(w->trace == NULL)) {
             if (w->acct_scope != s)

@@ -305,11 +305,9 @@ static struct weft__job *steal_round(struct weft__worker *w)
     return NULL;
 }
 
-/* Jobs a worker runs between looks at the injector while it has local work. */
-#define INJECT_EVERY 61
 /* A look that finds injected jobs takes one, and while more wait, the next looks
- * come at once: up to INJECT_BURST in a row, then one per INJECT_EVERY again. One
- * job per INJECT_EVERY was all a pool whose workers run a chain of long tasks (each
+ * come at once: up to INJECT_BURST in a row, then one per WEFT__INJECT_EVERY again. One
+ * job per WEFT__INJECT_EVERY was all a pool whose workers run a chain of long tasks (each
  * spawning its successor) gave outside threads: benchmarks/tokio's
  * spawn_many_remote_busy2, 1 000 outside spawns beside chains of 10 us tasks, took
  * 320 ms on 2 workers and 630 ms on 1 (61 x 10 us per outside task). The jobs stay
@@ -324,7 +322,7 @@ static inline void inject_burst(struct weft__worker *w)
     if (w->inj_burst < INJECT_BURST &&
         atomic_load_explicit(&w->pool->inj_len, memory_order_relaxed) != 0) {
         w->inj_burst++;
-        w->inj_tick = INJECT_EVERY - 1; /* the next job comes from there too */
+        w->inj_tick = WEFT__INJECT_EVERY - 1; /* the next job comes from there too */
     } else {
         w->inj_burst = 0;
     }
@@ -377,38 +375,6 @@ static struct weft__job *search(struct weft__worker *w, const struct weft__latch
     }
 }
 
-/* The newest job of w's own deque above floor, if find_work would take it next, and
- * doing on the way what find_work would do first: the look at the ring every
- * WEFT__IO_EVERY jobs (or when it has submissions pending). NULL, and the caller
- * takes find_work's path, when that is not the deque: a ready task, injected work
- * whose look is due, the yielders' turn, or a low stack (a wait must suspend then:
- * latch.c). For a scope's end, which runs its own frames back to back (scope.c);
- * returning NULL at the first look at the ring sent a flat loop's million frames
- * down the slow path after its 32nd. */
-struct weft__job *weft__worker_pop_own(struct weft__worker *w, int64_t floor)
-{
-    if (atomic_load_explicit(&w->dq.bottom, memory_order_relaxed) <= floor) /* own */
-        return NULL;
-    if (weft__io_due(w)) {
-        w->tick = 0;
-        w->io->poll(w);
-    }
-    /* Relaxed: hints, as in find_work; a task made ready meanwhile runs at the next
-     * look, as it would there. */
-    if (atomic_load_explicit(&w->ready_len, memory_order_relaxed) != 0 ||
-        weft__runq_yield_first(w) || weft__suspend_stack_low(w))
-        return NULL;
-    if (++w->inj_tick >= INJECT_EVERY) {
-        if (atomic_load_explicit(&w->pool->inj_len, memory_order_relaxed) != 0) {
-            w->inj_tick = INJECT_EVERY - 1; /* find_work's next look takes it */
-            return NULL;
-        }
-        w->inj_tick = 0;
-        w->inj_burst = 0;
-    }
-    return weft__deque_pop(&w->dq);
-}
-
 /* One job to run, or NULL once until is set (after parking, possibly). Local jobs
  * are taken only above floor: see latch.c's wait_helping and scope.c. */
 struct weft__job *weft__worker_find_work(struct weft__worker *w,
@@ -423,11 +389,11 @@ struct weft__job *weft__worker_find_work(struct weft__worker *w,
     job = weft__runq_pop_ready(w);
     if (job)
         return job;
-    /* Work from outside threads is looked at every INJECT_EVERY jobs even while
+    /* Work from outside threads is looked at every WEFT__INJECT_EVERY jobs even while
      * local work lasts (Tokio looks at its global queue every 61 ticks for the same
      * reason), and always before a yielded task resumes: a yield lets everything
      * runnable run first (weft.h), the injector included. */
-    if (WEFT_UNLIKELY(++w->inj_tick >= INJECT_EVERY)) {
+    if (WEFT_UNLIKELY(++w->inj_tick >= WEFT__INJECT_EVERY)) {
         w->inj_tick = 0;
         if ((job = weft__runq_pop_injected(w))) {
             inject_burst(w);

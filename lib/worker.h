@@ -15,6 +15,9 @@ struct weft__latch;
 /* Jobs (or direct yields, suspend.c) a worker runs between looks at its ring while it
  * has local work (weft__worker_find_work resets the count when it looks). */
 #define WEFT__IO_EVERY 32
+/* Jobs a worker runs between looks at the injector while it has local work
+ * (weft__worker_find_work; scope.c's drain_next keeps the same count). */
+#define WEFT__INJECT_EVERY 61
 
 /* The calling thread's worker, read afresh: for code after a possible switch
  * (fiber.h, THE HAZARD). weft__self (weft.h) is the variable itself. */
@@ -35,9 +38,6 @@ noreturn void weft__worker_fiber_main(void *arg, void *msg);
 void weft__worker_run_job(struct weft__worker *w, struct weft__job *job);
 /* The same without the trace's slice around it (trace.c calls it). */
 void weft__worker_run_job_plain(struct weft__worker *w, struct weft__job *job);
-/* The next job of w's own deque above floor if nothing else is due before it (the
- * ready queue, the ring, the injector, a low stack), else NULL. Owner only. */
-struct weft__job *weft__worker_pop_own(struct weft__worker *w, int64_t floor);
 /* One job to run (a resume job: see weft__is_resume), or NULL once until is set.
  * Local jobs are taken only above floor. May park. Owner only. */
 struct weft__job *weft__worker_find_work(struct weft__worker *w,
