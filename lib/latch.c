@@ -78,6 +78,8 @@ enum {
 };
 
 _Static_assert(_Alignof(struct weft__worker) >= 4, "latch words keep the state in 2 bits");
+_Static_assert(LATCH_PENDING == WEFT__LATCH_PENDING && LATCH_SET == WEFT__LATCH_SET,
+               "latch.h's inline init and is_set use the same states");
 _Static_assert(_Alignof(struct weft__wait) >= 4, "latch words keep the state in 2 bits");
 _Static_assert(sizeof(uintptr_t) == sizeof(void *), "a latch word holds a pointer");
 
@@ -99,18 +101,6 @@ static inline _Atomic(uint32_t) *futex_word(struct weft__latch *l)
 #else
     return (_Atomic(uint32_t) *)(void *)((char *)&l->word + sizeof(uintptr_t) - 4);
 #endif
-}
-
-void weft__latch_init(struct weft__latch *l)
-{
-    atomic_init(&l->word, LATCH_PENDING);
-}
-
-bool weft__latch_is_set(const struct weft__latch *l)
-{
-    /* Acquire: pairs with the exchange in weft__latch_set(); the waiter sees the
-     * effects of the work that set it. */
-    return atomic_load_explicit(&l->word, memory_order_acquire) == LATCH_SET;
 }
 
 void weft__latch_set(struct weft__latch *l)
