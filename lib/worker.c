@@ -45,10 +45,12 @@ WEFT_API __thread struct weft__worker *weft__self __attribute__((tls_model("init
 
 /* The thread's worker, read out of line (fiber.h, THE HAZARD; weft.h's
  * WEFT__SELF_AGAIN for the exported one). */
+#ifndef WEFT__CURRENT_INLINE
 WEFT__TLS_READER struct weft__worker *weft__current(void)
 {
     return weft__self;
 }
+#endif
 
 WEFT_API WEFT__TLS_READER struct weft__worker *weft__self_get(void)
 {

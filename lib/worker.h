@@ -20,8 +20,23 @@ struct weft__latch;
 #define WEFT__INJECT_EVERY 61
 
 /* The calling thread's worker, read afresh: for code after a possible switch
- * (fiber.h, THE HAZARD). weft__self (weft.h) is the variable itself. */
+ * (fiber.h, THE HAZARD). weft__self (weft.h) is the variable itself. On x86-64 it
+ * is weft.h's WEFT__SELF_AGAIN, inline: a volatile read through %fs with a memory
+ * clobber, which the compiler can neither move nor reuse across a switch (the
+ * inline join relies on the same). Elsewhere, and where weft.h's inline part is
+ * off, a call that is never inlined (worker.c). The call cost a tree of scopes 3
+ * calls a node and the registers they clobber (callgrind: 9 instructions a node
+ * in the function alone). */
+#if defined(WEFT__SELF_AGAIN) && defined(__x86_64__) && defined(__LP64__) && \
+    defined(__GNUC__) && !defined(__TINYC__) /* weft.h's asm read, not its fallback */
+#define WEFT__CURRENT_INLINE 1
+static inline struct weft__worker *weft__current(void)
+{
+    return WEFT__SELF_AGAIN();
+}
+#else
 struct weft__worker *weft__current(void);
+#endif
 
 /* The thread's entry (pthread_create's start routine; pool.c starts it). */
 void *weft__worker_main(void *w);
