@@ -370,18 +370,13 @@ static __attribute__((noinline)) void frame_put_outside(weft_pool *pool, struct 
  * go back to A's list with a CAS on A's cache line, once per stolen task). A worker
  * whose stack outgrows LOCAL_MAX with frames spawned elsewhere gives a batch back
  * to the pool, and a spawner whose stores run dry takes a batch from it: one lock
- * round trip per SLAB_FRAMES frames on each side of a producer/consumer pair. */
-void weft__frame_put(weft_pool *pool, struct weft__worker *w, struct weft__job *f)
+ * round trip per SLAB_FRAMES frames on each side of a producer/consumer pair.
+ * pool.h's weft__frame_put has the common case inline (a frame this worker handed
+ * out, onto its own list); the others come here. */
+void weft__frame_put_slow(weft_pool *pool, struct weft__worker *w, struct weft__job *f)
 {
     if (WEFT_UNLIKELY(w == NULL)) {
         frame_put_outside(pool, f);
-        return;
-    }
-    /* A frame this worker handed out goes back unbounded, hot, onto its list (a cap
-     * here sent them through the pool's list: flat spawn 42 -> 71 ns per task). */
-    if (WEFT_LIKELY(weft__frame_of(f)->home == w)) {
-        f->next = w->own_frames;
-        w->own_frames = f;
         return;
     }
     w->free_frames[w->nfree_frames++] = f;
