@@ -104,4 +104,14 @@ static inline bool weft__io_due(struct weft__worker *w)
                            atomic_load_explicit(&w->io_attn, memory_order_relaxed) != 0);
 }
 
+/* The look itself, where a job is picked (find_work, a scope's drain): poll when due,
+ * and count afresh from there. */
+static inline void weft__io_look(struct weft__worker *w)
+{
+    if (weft__io_due(w)) {
+        w->tick = 0;
+        w->io->poll(w);
+    }
+}
+
 #endif

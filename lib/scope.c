@@ -468,10 +468,7 @@ drain_next(struct weft__worker *w, int64_t floor)
 {
     if (atomic_load_explicit(&w->dq.bottom, memory_order_relaxed) <= floor) /* own */
         return NULL;
-    if (weft__io_due(w)) {
-        w->tick = 0;
-        w->io->poll(w);
-    }
+    weft__io_look(w);
     /* Relaxed: hints, as in find_work; a task made ready meanwhile runs at the next
      * look, as it would there. */
     if (atomic_load_explicit(&w->ready_len, memory_order_relaxed) != 0 ||

@@ -384,10 +384,7 @@ struct weft__job *weft__worker_find_work(struct weft__worker *w,
 {
     struct weft__job *job;
     WEFT_ASSERT(!w->searching); /* the early returns below do not stop searching */
-    if (weft__io_due(w)) {
-        w->tick = 0;
-        w->io->poll(w);
-    }
+    weft__io_look(w);
     job = weft__runq_pop_ready(w);
     if (job)
         return job;
